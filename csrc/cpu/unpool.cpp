@@ -1,0 +1,108 @@
+// max_unpool2d on the CPU: zero-fill then scatter, one (n, c) plane's elements always in row-major (h, w)
+// order so that, with duplicate indices, the latest element wins whatever the thread count. The backward is
+// the matching gather. Both walk sizes and strides, so any layout works; the loop order follows the memory
+// format (planes outermost for NCHW, channels innermost for channels_last).
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include "checks.h"
+#include "shapes.h"
+
+namespace squeezeae {
+namespace {
+
+struct Strides4 {
+  int64_t n, c, h, w;
+  explicit Strides4(const at::Tensor& t) : n(t.stride(0)), c(t.stride(1)), h(t.stride(2)), w(t.stride(3)) {}
+  int64_t at(int64_t in, int64_t ic, int64_t ih, int64_t iw) const { return in * n + ic * c + ih * h + iw * w; }
+};
+
+// Visits every (n, c, h, w) of a [N, C, H, W] iteration space in parallel chunks, keeping each (n, c) plane's
+// pixels in row-major order within one thread. fn(n, c0, c1, h, w) handles channels [c0, c1) of one pixel.
+template <typename Fn>
+void for_each_plane_ordered(int64_t N, int64_t C, int64_t H, int64_t W, bool channels_inner, const Fn& fn) {
+  if (!channels_inner) {
+    at::parallel_for(0, N * C, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t plane = begin; plane < end; ++plane) {
+        const int64_t n = plane / C, c = plane % C;
+        for (int64_t h = 0; h < H; ++h)
+          for (int64_t w = 0; w < W; ++w) fn(n, c, c + 1, h, w);
+      }
+    });
+    return;
+  }
+  constexpr int64_t kChannelBlock = 64;
+  const int64_t blocks = (C + kChannelBlock - 1) / kChannelBlock;
+  at::parallel_for(0, N * blocks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t n = item / blocks, c0 = (item % blocks) * kChannelBlock;
+      const int64_t c1 = std::min(C, c0 + kChannelBlock);
+      for (int64_t h = 0; h < H; ++h)
+        for (int64_t w = 0; w < W; ++w) fn(n, c0, c1, h, w);
+    }
+  });
+}
+
+at::Tensor max_unpool2d_cpu(const at::Tensor& input, const at::Tensor& indices, at::IntArrayRef kernel_size,
+                            at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef output_size) {
+  const UnpoolDims d = check_max_unpool("max_unpool2d", input, indices, kernel_size, stride, padding, output_size);
+  at::Tensor output = zeros_like_layout(input, {d.batch, d.channels, d.out_height, d.out_width});
+  if (input.numel() == 0) return output;
+  const bool channels_inner = output_memory_format(input) == at::MemoryFormat::ChannelsLast;
+  const Strides4 in_s(input), idx_s(indices), out_s(output);
+  const int64_t plane = d.out_plane(), out_w = d.out_width;
+  const int64_t* idx_ptr = indices.const_data_ptr<int64_t>();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "max_unpool2d_cpu", [&] {
+    const scalar_t* in_ptr = input.const_data_ptr<scalar_t>();
+    scalar_t* out_ptr = output.mutable_data_ptr<scalar_t>();
+    for_each_plane_ordered(d.batch, d.channels, d.in_height, d.in_width, channels_inner,
+                           [&](int64_t n, int64_t c0, int64_t c1, int64_t h, int64_t w) {
+                             for (int64_t c = c0; c < c1; ++c) {
+                               const int64_t index = idx_ptr[idx_s.at(n, c, h, w)];
+                               if (index < 0 || index >= plane) throw_invalid_index(index, d.out_height, out_w);
+                               out_ptr[out_s.at(n, c, index / out_w, index % out_w)] = in_ptr[in_s.at(n, c, h, w)];
+                             }
+                           });
+  });
+  return output;
+}
+
+at::Tensor max_unpool2d_backward_cpu(const at::Tensor& grad_output, const at::Tensor& indices) {
+  check_unpool_grad_output("max_unpool2d_backward", grad_output, indices);
+  const int64_t N = indices.size(0), C = indices.size(1), H = indices.size(2), W = indices.size(3);
+  at::Tensor grad_input =
+      at::empty(indices.sizes(), grad_output.options().memory_format(output_memory_format(indices)));
+  if (grad_input.numel() == 0) return grad_input;
+  const int64_t out_h = grad_output.size(2), out_w = grad_output.size(3), plane = out_h * out_w;
+  const bool channels_inner = output_memory_format(indices) == at::MemoryFormat::ChannelsLast;
+  const Strides4 go_s(grad_output), idx_s(indices), gi_s(grad_input);
+  const int64_t* idx_ptr = indices.const_data_ptr<int64_t>();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad_output.scalar_type(), "max_unpool2d_backward_cpu",
+                                  [&] {
+                                    const scalar_t* go_ptr = grad_output.const_data_ptr<scalar_t>();
+                                    scalar_t* gi_ptr = grad_input.mutable_data_ptr<scalar_t>();
+                                    for_each_plane_ordered(
+                                        N, C, H, W, channels_inner,
+                                        [&](int64_t n, int64_t c0, int64_t c1, int64_t h, int64_t w) {
+                                          for (int64_t c = c0; c < c1; ++c) {
+                                            const int64_t index = idx_ptr[idx_s.at(n, c, h, w)];
+                                            if (index < 0 || index >= plane)
+                                              throw_invalid_index(index, out_h, out_w);
+                                            gi_ptr[gi_s.at(n, c, h, w)] =
+                                                go_ptr[go_s.at(n, c, index / out_w, index % out_w)];
+                                          }
+                                        });
+                                  });
+  return grad_input;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(squeezeae, CPU, m) {
+  m.impl("max_unpool2d", &max_unpool2d_cpu);
+  m.impl("max_unpool2d_backward", &max_unpool2d_backward_cpu);
+}
+
+}  // namespace squeezeae

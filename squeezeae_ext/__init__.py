@@ -1,0 +1,17 @@
+"""squeezeae_ext: fused SqueezeNet Fire, max-unpool and unpool+Fire kernels for PyTorch (CPU and CUDA)."""
+from ._version import __version__
+from ._ops import has_cuda_kernels
+from . import functional, reference
+from .convert import convert
+from .modules import Fire, MaxUnpool2d, UnpoolFire
+
+__all__ = [
+    "__version__",
+    "has_cuda_kernels",
+    "functional",
+    "reference",
+    "convert",
+    "Fire",
+    "MaxUnpool2d",
+    "UnpoolFire",
+]

@@ -1,0 +1,155 @@
+"""Loads the compiled ops and registers what the dispatcher gets from Python: autograd and fake kernels.
+
+Argument checks live once, in C++ (csrc/checks.h); the fake kernels here only compute output metadata,
+with the same memory-format rule as csrc/shapes.h.
+"""
+import torch
+from torch._prims_common import suggest_memory_format
+
+try:
+    from . import _C  # noqa: F401  (importing runs the TORCH_LIBRARY registrations)
+except ImportError as error:  # pragma: no cover - exercised only on a broken install
+    raise ImportError(
+        "squeezeae_ext's compiled extension (squeezeae_ext._C) could not be loaded: "
+        f"{error}. Build it against the installed torch with\n"
+        "    pip install --no-build-isolation -e .\n"
+        "from the source checkout (add SQUEEZEAE_FORCE_CPU=1 to skip the CUDA kernels)."
+    ) from error
+
+ops = torch.ops.squeezeae
+
+
+def _empty_like_layout(like, shape, dtype=None):
+    return torch.empty(
+        shape, dtype=dtype or like.dtype, device=like.device, memory_format=suggest_memory_format(like)
+    )
+
+
+# ---------------------------------------------------------------------------------------------- fake kernels
+@torch.library.register_fake("squeezeae::fire")
+def _fire_fake(x, squeeze_weight, squeeze_bias, expand1x1_weight, expand1x1_bias, expand3x3_weight, expand3x3_bias):
+    out_channels = expand1x1_weight.shape[0] + expand3x3_weight.shape[0]
+    return _empty_like_layout(x, (x.shape[0], out_channels, x.shape[2], x.shape[3]))
+
+
+def _fire_grads_fake(grad_input_like, input_layout, squeeze_weight, expand1x1_weight, expand3x3_weight):
+    def new(t):
+        return t.new_empty(t.shape)
+
+    return (
+        _empty_like_layout(input_layout, grad_input_like, dtype=squeeze_weight.dtype),
+        new(squeeze_weight),
+        squeeze_weight.new_empty(squeeze_weight.shape[0]),
+        new(expand1x1_weight),
+        expand1x1_weight.new_empty(expand1x1_weight.shape[0]),
+        new(expand3x3_weight),
+        expand3x3_weight.new_empty(expand3x3_weight.shape[0]),
+    )
+
+
+@torch.library.register_fake("squeezeae::fire_backward")
+def _fire_backward_fake(grad_output, x, output, squeeze_weight, squeeze_bias, expand1x1_weight, expand3x3_weight):
+    return _fire_grads_fake(x.shape, x, squeeze_weight, expand1x1_weight, expand3x3_weight)
+
+
+@torch.library.register_fake("squeezeae::max_unpool2d")
+def _max_unpool2d_fake(input, indices, kernel_size, stride, padding, output_size):
+    return _empty_like_layout(input, (input.shape[0], input.shape[1], output_size[0], output_size[1]))
+
+
+@torch.library.register_fake("squeezeae::max_unpool2d_backward")
+def _max_unpool2d_backward_fake(grad_output, indices):
+    return _empty_like_layout(indices, indices.shape, dtype=grad_output.dtype)
+
+
+@torch.library.register_fake("squeezeae::unpool_fire")
+def _unpool_fire_fake(
+    input, indices, squeeze_weight, squeeze_bias, expand1x1_weight, expand1x1_bias, expand3x3_weight,
+    expand3x3_bias, kernel_size, stride, padding, output_size,
+):
+    out_channels = expand1x1_weight.shape[0] + expand3x3_weight.shape[0]
+    return _empty_like_layout(input, (input.shape[0], out_channels, output_size[0], output_size[1]))
+
+
+@torch.library.register_fake("squeezeae::unpool_fire_backward")
+def _unpool_fire_backward_fake(
+    grad_output, input, indices, output, squeeze_weight, squeeze_bias, expand1x1_weight, expand3x3_weight,
+    kernel_size, stride, padding,
+):
+    return _fire_grads_fake(input.shape, input, squeeze_weight, expand1x1_weight, expand3x3_weight)
+
+
+# ------------------------------------------------------------------------------------------------- autograd
+def _bias_grads(ctx, grads):
+    """Drops the gradients of biases that were None in the forward call."""
+    grad_input, gsw, gsb, ge1w, ge1b, ge3w, ge3b = grads
+    has_sb, has_e1b, has_e3b = ctx.has_bias
+    return (
+        grad_input,
+        gsw,
+        gsb if has_sb else None,
+        ge1w,
+        ge1b if has_e1b else None,
+        ge3w,
+        ge3b if has_e3b else None,
+    )
+
+
+def _fire_setup_context(ctx, inputs, output):
+    x, squeeze_weight, squeeze_bias, expand1x1_weight, expand1x1_bias, expand3x3_weight, expand3x3_bias = inputs
+    ctx.has_bias = (squeeze_bias is not None, expand1x1_bias is not None, expand3x3_bias is not None)
+    ctx.save_for_backward(x, output, squeeze_weight, squeeze_bias, expand1x1_weight, expand3x3_weight)
+
+
+def _fire_backward(ctx, grad_output):
+    x, output, squeeze_weight, squeeze_bias, expand1x1_weight, expand3x3_weight = ctx.saved_tensors
+    grads = ops.fire_backward(
+        grad_output, x, output, squeeze_weight, squeeze_bias, expand1x1_weight, expand3x3_weight
+    )
+    return _bias_grads(ctx, grads)
+
+
+torch.library.register_autograd("squeezeae::fire", _fire_backward, setup_context=_fire_setup_context)
+
+
+def _max_unpool2d_setup_context(ctx, inputs, output):
+    _, indices, *_ = inputs
+    ctx.save_for_backward(indices)
+
+
+def _max_unpool2d_backward(ctx, grad_output):
+    (indices,) = ctx.saved_tensors
+    return ops.max_unpool2d_backward(grad_output, indices), None, None, None, None, None
+
+
+torch.library.register_autograd(
+    "squeezeae::max_unpool2d", _max_unpool2d_backward, setup_context=_max_unpool2d_setup_context
+)
+
+
+def _unpool_fire_setup_context(ctx, inputs, output):
+    (input, indices, squeeze_weight, squeeze_bias, expand1x1_weight, expand1x1_bias, expand3x3_weight,
+     expand3x3_bias, kernel_size, stride, padding, _output_size) = inputs
+    ctx.has_bias = (squeeze_bias is not None, expand1x1_bias is not None, expand3x3_bias is not None)
+    ctx.pool = (kernel_size, stride, padding)
+    ctx.save_for_backward(input, indices, output, squeeze_weight, squeeze_bias, expand1x1_weight, expand3x3_weight)
+
+
+def _unpool_fire_backward(ctx, grad_output):
+    input, indices, output, squeeze_weight, squeeze_bias, expand1x1_weight, expand3x3_weight = ctx.saved_tensors
+    grads = ops.unpool_fire_backward(
+        grad_output, input, indices, output, squeeze_weight, squeeze_bias, expand1x1_weight, expand3x3_weight,
+        *ctx.pool,
+    )
+    grad_input, *weight_grads = _bias_grads(ctx, grads)
+    return (grad_input, None, *weight_grads, None, None, None, None)
+
+
+torch.library.register_autograd(
+    "squeezeae::unpool_fire", _unpool_fire_backward, setup_context=_unpool_fire_setup_context
+)
+
+
+def has_cuda_kernels() -> bool:
+    """True when this build of the extension holds the CUDA kernels (whether or not a GPU is present)."""
+    return torch._C._dispatch_has_kernel_for_dispatch_key("squeezeae::fire", "CUDA")

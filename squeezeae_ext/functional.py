@@ -1,0 +1,136 @@
+"""Functional forms of the fused ops, with the signatures of their PyTorch counterparts.
+
+Each accepts a batched [N, C, H, W] or an unbatched [C, H, W] input (like nn.Conv2d and F.max_unpool2d) and
+calls one op of torch.ops.squeezeae; the C++ side checks the tensors.
+"""
+from typing import Optional, Sequence, Union
+
+import torch
+from torch import Tensor
+
+from ._ops import ops
+
+IntOrPair = Union[int, Sequence[int]]
+
+__all__ = ["fire", "max_unpool2d", "unpool_fire", "unpool_output_size"]
+
+
+def _pair(value: IntOrPair, name: str, op: str) -> list:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return [value, value]
+    if isinstance(value, (tuple, list, torch.Size)) and len(value) == 2 and all(
+        isinstance(v, int) and not isinstance(v, bool) for v in value
+    ):
+        return list(value)
+    raise TypeError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
+
+
+def _batched(x: Tensor, name: str, op: str):
+    """Returns (4-D tensor, whether it was unbatched)."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{op}: {name} must be a Tensor, got {type(x).__name__}")
+    if x.dim() == 3:
+        return x.unsqueeze(0), True
+    if x.dim() != 4:
+        raise ValueError(
+            f"{op}: {name} must be 3-D [C, H, W] or 4-D [N, C, H, W], got {x.dim()}-D with shape {tuple(x.shape)}"
+        )
+    return x, False
+
+
+def unpool_output_size(
+    input_hw: Sequence[int],
+    kernel_size: IntOrPair,
+    stride: Optional[IntOrPair] = None,
+    padding: IntOrPair = 0,
+    output_size: Optional[Sequence[int]] = None,
+    op: str = "max_unpool2d",
+) -> list:
+    """The [H_out, W_out] of max-unpooling, with F.max_unpool2d's rules and errors."""
+    kernel = _pair(kernel_size, "kernel_size", op)
+    step = kernel if stride is None else _pair(stride, "stride", op)
+    pad = _pair(padding, "padding", op)
+    for name, value, low in (("kernel_size", kernel, 1), ("stride", step, 1), ("padding", pad, 0)):
+        if min(value) < low:
+            raise ValueError(f"{op}: {name} must be >= {low}, got {tuple(value)}")
+    default = [(input_hw[d] - 1) * step[d] + kernel[d] - 2 * pad[d] for d in range(2)]
+    if output_size is None:
+        size = default
+    else:
+        size = list(output_size)
+        if len(size) == 4:
+            size = size[2:]
+        if len(size) != 2:
+            raise ValueError(
+                f"{op}: output_size should be a sequence containing 2 or 4 elements, but it has a length of "
+                f"'{len(size)}'"
+            )
+        for d in range(2):
+            low, high = default[d] - step[d], default[d] + step[d]
+            if not low < size[d] < high:
+                raise ValueError(
+                    f'{op}: invalid output_size "{list(output_size)}" (dim {d} must be between {low} and {high})'
+                )
+    if min(size) < 1:
+        raise ValueError(f"{op}: output_size must be positive, got {size} (input {list(input_hw)}, kernel {kernel}, "
+                         f"stride {step}, padding {pad})")
+    return [kernel, step, pad, size]
+
+
+def fire(
+    x: Tensor,
+    squeeze_weight: Tensor,
+    squeeze_bias: Optional[Tensor],
+    expand1x1_weight: Tensor,
+    expand1x1_bias: Optional[Tensor],
+    expand3x3_weight: Tensor,
+    expand3x3_bias: Optional[Tensor],
+) -> Tensor:
+    """torchvision's Fire forward: cat([relu(e1(s)), relu(e3(s))], 1) with s = relu(squeeze(x)), fused."""
+    x4, unbatched = _batched(x, "x", "fire")
+    out = ops.fire(x4, squeeze_weight, squeeze_bias, expand1x1_weight, expand1x1_bias, expand3x3_weight,
+                   expand3x3_bias)
+    return out.squeeze(0) if unbatched else out
+
+
+def max_unpool2d(
+    input: Tensor,
+    indices: Tensor,
+    kernel_size: IntOrPair,
+    stride: Optional[IntOrPair] = None,
+    padding: IntOrPair = 0,
+    output_size: Optional[Sequence[int]] = None,
+) -> Tensor:
+    """F.max_unpool2d, deterministic: with duplicate indices the element latest in row-major (h, w) order wins."""
+    x4, unbatched = _batched(input, "input", "max_unpool2d")
+    if unbatched and isinstance(indices, Tensor) and indices.dim() == 3:
+        indices = indices.unsqueeze(0)
+    kernel, step, pad, size = unpool_output_size(x4.shape[-2:], kernel_size, stride, padding, output_size)
+    out = ops.max_unpool2d(x4, indices, kernel, step, pad, size)
+    return out.squeeze(0) if unbatched else out
+
+
+def unpool_fire(
+    input: Tensor,
+    indices: Tensor,
+    squeeze_weight: Tensor,
+    squeeze_bias: Optional[Tensor],
+    expand1x1_weight: Tensor,
+    expand1x1_bias: Optional[Tensor],
+    expand3x3_weight: Tensor,
+    expand3x3_bias: Optional[Tensor],
+    kernel_size: IntOrPair,
+    stride: Optional[IntOrPair] = None,
+    padding: IntOrPair = 0,
+    output_size: Optional[Sequence[int]] = None,
+) -> Tensor:
+    """fire(max_unpool2d(input, indices, ...), ...) without materialising the unpooled tensor."""
+    x4, unbatched = _batched(input, "input", "unpool_fire")
+    if unbatched and isinstance(indices, Tensor) and indices.dim() == 3:
+        indices = indices.unsqueeze(0)
+    kernel, step, pad, size = unpool_output_size(
+        x4.shape[-2:], kernel_size, stride, padding, output_size, op="unpool_fire"
+    )
+    out = ops.unpool_fire(x4, indices, squeeze_weight, squeeze_bias, expand1x1_weight, expand1x1_bias,
+                          expand3x3_weight, expand3x3_bias, kernel, step, pad, size)
+    return out.squeeze(0) if unbatched else out

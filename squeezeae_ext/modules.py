@@ -1,0 +1,71 @@
+"""Drop-in modules: parameter names, constructors and initialisation of torchvision's Fire and nn.MaxUnpool2d."""
+from typing import Optional, Sequence
+
+from torch import Tensor, nn
+
+from . import functional
+
+__all__ = ["Fire", "MaxUnpool2d", "UnpoolFire"]
+
+
+class Fire(nn.Module):
+    """torchvision.models.squeezenet.Fire computed by the fused op.
+
+    Children ``squeeze``, ``expand1x1`` and ``expand3x3`` are the same ``nn.Conv2d`` layers torchvision builds
+    (same names, shapes and default initialisation), so state dicts load both ways.
+    """
+
+    def __init__(self, inplanes: int, squeeze_planes: int, expand1x1_planes: int, expand3x3_planes: int) -> None:
+        super().__init__()
+        self.inplanes = inplanes
+        self.squeeze = nn.Conv2d(inplanes, squeeze_planes, kernel_size=1)
+        self.squeeze_activation = nn.ReLU(inplace=True)
+        self.expand1x1 = nn.Conv2d(squeeze_planes, expand1x1_planes, kernel_size=1)
+        self.expand1x1_activation = nn.ReLU(inplace=True)
+        self.expand3x3 = nn.Conv2d(squeeze_planes, expand3x3_planes, kernel_size=3, padding=1)
+        self.expand3x3_activation = nn.ReLU(inplace=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return functional.fire(
+            x, self.squeeze.weight, self.squeeze.bias, self.expand1x1.weight, self.expand1x1.bias,
+            self.expand3x3.weight, self.expand3x3.bias,
+        )
+
+
+class MaxUnpool2d(nn.Module):
+    """nn.MaxUnpool2d with a deterministic rule for duplicate indices (the latest in row-major order wins)."""
+
+    def __init__(self, kernel_size, stride=None, padding=0) -> None:
+        super().__init__()
+        self.kernel_size = kernel_size
+        self.stride = stride if stride is not None else kernel_size
+        self.padding = padding
+
+    def forward(self, input: Tensor, indices: Tensor, output_size: Optional[Sequence[int]] = None) -> Tensor:
+        return functional.max_unpool2d(input, indices, self.kernel_size, self.stride, self.padding, output_size)
+
+    def extra_repr(self) -> str:
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+
+
+class UnpoolFire(Fire):
+    """``Fire(...)(max_unpool2d(input, indices, ...))`` fused: the unpooled tensor never exists in memory.
+
+    Parameters are named exactly as Fire's, so a Fire's state dict loads into it.
+    """
+
+    def __init__(self, inplanes: int, squeeze_planes: int, expand1x1_planes: int, expand3x3_planes: int,
+                 kernel_size=2, stride=None, padding=0) -> None:
+        super().__init__(inplanes, squeeze_planes, expand1x1_planes, expand3x3_planes)
+        self.kernel_size = kernel_size
+        self.stride = stride if stride is not None else kernel_size
+        self.padding = padding
+
+    def forward(self, input: Tensor, indices: Tensor, output_size: Optional[Sequence[int]] = None) -> Tensor:
+        return functional.unpool_fire(
+            input, indices, self.squeeze.weight, self.squeeze.bias, self.expand1x1.weight, self.expand1x1.bias,
+            self.expand3x3.weight, self.expand3x3.bias, self.kernel_size, self.stride, self.padding, output_size,
+        )
+
+    def extra_repr(self) -> str:
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
