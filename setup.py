@@ -13,8 +13,14 @@ import sys
 
 from setuptools import setup
 
-import torch
-from torch.utils import cpp_extension
+try:
+    import torch
+    from torch.utils import cpp_extension
+except ImportError:  # an isolated build environment has no torch: say how to build instead of a traceback
+    sys.exit(
+        "squeezeae_ext builds against the installed torch: install torch first, then run\n"
+        "    pip install --no-build-isolation -e ."
+    )
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 
