@@ -1,7 +1,8 @@
 """The ``squeezeae`` command (also ``python -m squeezeae_ext``): train, reconstruct, bench, info.
 
-Each subcommand lives in its own module exposing ``add_arguments(parser)`` and ``run(args) -> int``; this file
-only wires them up, so ``squeezeae info`` stays fast and optional extras are imported only when needed.
+Each subcommand lives in its own module exposing ``add_<name>_arguments(parser)`` (or ``add_arguments``) and
+``run_<name>(args)`` (or ``run``) returning an exit status. Only the chosen subcommand's module is imported,
+so ``squeezeae info`` stays fast and a missing optional extra breaks only the command that needs it.
 """
 import argparse
 import importlib
@@ -20,22 +21,27 @@ class CommandError(Exception):
     """A user-facing error: printed as one line, exit status 2, no traceback."""
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command=None) -> argparse.ArgumentParser:
+    """The parser; only ``command``'s module is imported (none for the top-level ``--help``)."""
     from ._version import __version__
 
     parser = argparse.ArgumentParser(prog="squeezeae", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"squeezeae_ext {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module_name, help_text) in SUBCOMMANDS.items():
-        module = importlib.import_module(module_name)
         p = sub.add_parser(name, help=help_text, description=help_text)
-        getattr(module, f"add_{name}_arguments", module.__dict__.get("add_arguments"))(p)
-        p.set_defaults(_run=getattr(module, f"run_{name}", module.__dict__.get("run")))
+        if name == command:
+            module = importlib.import_module(module_name)
+            adder = getattr(module, f"add_{name}_arguments", None) or module.add_arguments
+            adder(p)
+            p.set_defaults(_run=getattr(module, f"run_{name}", None) or module.run)
     return parser
 
 
 def main(argv=None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(command if command in SUBCOMMANDS else None)
     args = parser.parse_args(argv)
     try:
         return int(args._run(args) or 0)
