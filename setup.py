@@ -47,7 +47,7 @@ def _sources(pattern):
 def build_extension():
     with_cuda = _want_cuda()
     sources = _sources("csrc/*.cpp") + _sources("csrc/cpu/*.cpp")
-    cxx_flags = ["-O3", "-std=c++17", "-fvisibility=hidden", "-Wall", "-Wno-unused-function"]
+    cxx_flags = ["-O3", "-fvisibility=hidden", "-Wall", "-Wno-unused-function"]
     define_macros = []
     if _flag("SQUEEZEAE_NATIVE"):
         cxx_flags.append("-march=native")

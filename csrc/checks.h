@@ -202,6 +202,24 @@ inline FireDims check_unpool_fire(const char* op, const at::Tensor& input, const
   return d;
 }
 
+// unpool_fire_backward: the unpooled size is grad_output's; output and grad_output are [N, E1 + E3, H, W].
+inline FireDims check_unpool_fire_backward(const char* op, const at::Tensor& grad_output, const at::Tensor& input,
+                                           const at::Tensor& indices, const at::Tensor& output,
+                                           const at::Tensor& squeeze_weight,
+                                           const std::optional<at::Tensor>& squeeze_bias,
+                                           const at::Tensor& expand1x1_weight, const at::Tensor& expand3x3_weight,
+                                           at::IntArrayRef kernel_size, at::IntArrayRef stride,
+                                           at::IntArrayRef padding, UnpoolDims* unpool_dims) {
+  check_input_4d(op, "grad_output", grad_output);
+  const std::vector<int64_t> output_size{grad_output.size(2), grad_output.size(3)};
+  FireDims d = check_unpool_fire(op, input, indices, squeeze_weight, squeeze_bias, expand1x1_weight, std::nullopt,
+                                 expand3x3_weight, std::nullopt, kernel_size, stride, padding, output_size,
+                                 unpool_dims);
+  check_fire_output_like(op, "grad_output", grad_output, d, input);
+  check_fire_output_like(op, "output", output, d, input);
+  return d;
+}
+
 // Messages for index values, worded like ATen's max_unpool2d.
 [[noreturn]] inline void throw_invalid_index(int64_t index, int64_t out_height, int64_t out_width) {
   TORCH_CHECK(false, "Found an invalid max index: ", index, " (output volumes are of size ", out_height, "x",

@@ -1,0 +1,437 @@
+// The fused Fire on the CPU, shared by `fire` and `unpool_fire` (they differ only in how a tile's input rows
+// are loaded and where the input gradient goes).
+//
+// Work is split into tiles of (image, band of R output rows). A tile
+//   1. loads its input rows plus a one-row halo above and below into a pixel-major buffer [pixels, C]
+//      (converted to the accumulation type; for unpool_fire this is where unpooling happens),
+//   2. computes the squeeze GEMM with bias + ReLU into `spad`, a zero-bordered [(R + 2), (W + 2), S] buffer,
+//   3. computes expand1x1 and expand3x3 from `spad` into one accumulator [pixels, E1 + E3]: the 3x3 conv is
+//      nine GEMMs over *shifted windows* of `spad` seen as a flat array of padded pixels (a shift by
+//      (dy, dx) is an offset of dy * (W + 2) + dx pixels), so no im2col is built; the two halo columns per
+//      row are computed and thrown away,
+//   4. writes bias + ReLU + dtype conversion straight into the output's channel slices (any strides).
+// The squeeze of the halo rows is recomputed by neighbouring tiles (cheap: squeeze is ~10% of a Fire's FLOPs)
+// so tiles are independent and everything a tile touches stays in L2.
+//
+// The backward pass uses the same tiles: recompute `spad`, build the masked output gradient with a one-row
+// halo, then the squeeze gradient in one pass (both expand data-gradients as GEMMs over shifted windows, then
+// the squeeze ReLU mask), then the input gradient and all weight gradients. Weight gradients are summed per
+// fixed chunk of tiles and the chunks added in order, so results are bit-identical run to run and do not
+// depend on the thread count.
+#pragma once
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <optional>
+#include <vector>
+
+#include "checks.h"
+#include "cpu/gemm.h"
+
+namespace squeezeae {
+namespace cpu {
+
+struct Strides4 {
+  int64_t n = 0, c = 0, h = 0, w = 0;
+  Strides4() = default;
+  explicit Strides4(const at::Tensor& t) : n(t.stride(0)), c(t.stride(1)), h(t.stride(2)), w(t.stride(3)) {}
+  int64_t at(int64_t in, int64_t ic, int64_t ih, int64_t iw) const { return in * n + ic * c + ih * h + iw * w; }
+};
+
+// Weights repacked once per call, in the accumulation type, in the orientation each GEMM wants.
+template <typename acc_t>
+struct FireWeights {
+  int64_t C = 0, S = 0, E1 = 0, E3 = 0;
+  at::Tensor squeeze_t;     // [C, S]        forward B of the squeeze
+  at::Tensor expand1x1_t;   // [S, E1]       forward B of expand1x1
+  at::Tensor expand3x3_t;   // [9, S, E3]    forward B of each 3x3 tap
+  at::Tensor squeeze_bias;  // [S]
+  at::Tensor expand_bias;   // [E1 + E3]
+  at::Tensor squeeze;       // [S, C]        backward: input gradient
+  at::Tensor expand1x1;     // [E1, S]       backward: squeeze gradient from expand1x1
+  at::Tensor expand3x3;     // [9, E3, S]    backward: squeeze gradient from each 3x3 tap
+
+  int64_t E() const { return E1 + E3; }
+  const acc_t* p(const at::Tensor& t) const { return t.const_data_ptr<acc_t>(); }
+};
+
+inline at::Tensor bias_or_zeros(const std::optional<at::Tensor>& bias, int64_t channels, at::ScalarType dtype) {
+  if (bias.has_value() && bias->defined()) return bias->to(dtype).contiguous();
+  return at::zeros({channels}, at::TensorOptions().dtype(dtype));
+}
+
+template <typename acc_t>
+FireWeights<acc_t> pack_fire_weights(const FireDims& d, const at::Tensor& squeeze_weight,
+                                     const std::optional<at::Tensor>& squeeze_bias,
+                                     const at::Tensor& expand1x1_weight,
+                                     const std::optional<at::Tensor>& expand1x1_bias,
+                                     const at::Tensor& expand3x3_weight,
+                                     const std::optional<at::Tensor>& expand3x3_bias, bool for_backward) {
+  const auto dtype = c10::CppTypeToScalarType<acc_t>::value;
+  FireWeights<acc_t> w;
+  w.C = d.in_channels;
+  w.S = d.squeeze;
+  w.E1 = d.expand1x1;
+  w.E3 = d.expand3x3;
+  const at::Tensor sq = squeeze_weight.to(dtype).reshape({w.S, w.C});
+  const at::Tensor e1 = expand1x1_weight.to(dtype).reshape({w.E1, w.S});
+  const at::Tensor e3 = expand3x3_weight.to(dtype);  // [E3, S, 3, 3]
+  w.squeeze_t = sq.t().contiguous();
+  w.expand1x1_t = e1.t().contiguous();
+  w.expand3x3_t = e3.permute({2, 3, 1, 0}).reshape({9, w.S, w.E3}).contiguous();
+  w.squeeze_bias = bias_or_zeros(squeeze_bias, w.S, dtype);
+  w.expand_bias = at::cat({bias_or_zeros(expand1x1_bias, w.E1, dtype), bias_or_zeros(expand3x3_bias, w.E3, dtype)});
+  if (for_backward) {
+    w.squeeze = sq.contiguous();
+    w.expand1x1 = e1.contiguous();
+    w.expand3x3 = e3.permute({2, 3, 0, 1}).reshape({9, w.E3, w.S}).contiguous();
+  }
+  return w;
+}
+
+// How the output rows are cut into tiles.
+struct TileGrid {
+  int64_t batch = 0, height = 0, width = 0, rows = 1, tiles_per_image = 0;
+  int64_t tiles() const { return batch * tiles_per_image; }
+  int64_t padded_width() const { return width + 2; }
+  int64_t padded_pixels() const { return (rows + 2) * padded_width(); }
+  // Pixels of the flat padded range a tile of `r` rows computes (interior plus the halo columns between rows).
+  int64_t flat_pixels(int64_t r) const { return (r - 1) * padded_width() + width; }
+};
+
+// ~192 output pixels per tile keeps a tile's buffers in L2 for every SqueezeNet Fire; fewer rows when that
+// would leave threads idle (batch 1 on the 13x13 layers).
+inline TileGrid make_tile_grid(int64_t batch, int64_t height, int64_t width) {
+  TileGrid g;
+  g.batch = batch;
+  g.height = height;
+  g.width = width;
+  int64_t rows = std::max<int64_t>(1, std::min<int64_t>(height, (192 + width - 1) / std::max<int64_t>(width, 1)));
+  const int64_t threads = at::get_num_threads();
+  while (rows > 1 && batch * ((height + rows - 1) / rows) < 2 * threads) --rows;
+  g.rows = rows;
+  g.tiles_per_image = (height + rows - 1) / rows;
+  return g;
+}
+
+template <typename acc_t>
+struct TileBuffers {
+  std::vector<acc_t> x, squeeze_acc, spad;
+  std::vector<acc_t> out;                                            // forward
+  std::vector<acc_t> spad_t, grad, grad_squeeze, grad_squeeze_dense, x_t, grad_x;  // backward
+  TileBuffers(const TileGrid& g, int64_t C, int64_t S, int64_t E, bool backward) {
+    const int64_t halo_pixels = (g.rows + 2) * g.width;
+    x.resize(halo_pixels * C);
+    squeeze_acc.resize(halo_pixels * S);
+    spad.resize(g.padded_pixels() * S);
+    const int64_t flat = g.flat_pixels(g.rows), dense = g.rows * g.width;
+    if (!backward) {
+      out.resize(flat * E);
+    } else {
+      spad_t.resize(g.padded_pixels() * S);
+      grad.resize(g.padded_pixels() * E);
+      grad_squeeze.resize(flat * S);
+      grad_squeeze_dense.resize(dense * S);
+      x_t.resize(C * dense);
+      grad_x.resize(dense * C);
+    }
+  }
+};
+
+// Steps 1-2: input rows [r0 - 1, r1 + 1) (those inside the image) into buf.x, squeeze + bias + ReLU into
+// buf.spad with zeros on the border and on rows outside the image. Returns the first loaded row.
+template <typename acc_t, typename Loader>
+int64_t squeeze_tile(const FireWeights<acc_t>& w, const TileGrid& g, int64_t n, int64_t r0, int64_t r1,
+                     TileBuffers<acc_t>& buf, const Loader& load) {
+  const int64_t W = g.width, PW = g.padded_width(), S = w.S;
+  const int64_t g0 = std::max<int64_t>(r0 - 1, 0), g1 = std::min<int64_t>(r1 + 1, g.height);
+  load(n, g0, g1, buf.x.data());
+  gemm<acc_t>((g1 - g0) * W, S, w.C, buf.x.data(), w.C, w.p(w.squeeze_t), S, buf.squeeze_acc.data(), S, false);
+  const acc_t* bias = w.p(w.squeeze_bias);
+  const int64_t padded_rows = (r1 - r0) + 2;
+  for (int64_t lr = 0; lr < padded_rows; ++lr) {
+    acc_t* row = buf.spad.data() + lr * PW * S;
+    const int64_t gr = r0 - 1 + lr;
+    if (gr < g0 || gr >= g1) {
+      std::fill(row, row + PW * S, acc_t(0));
+      continue;
+    }
+    std::fill(row, row + S, acc_t(0));
+    std::fill(row + (PW - 1) * S, row + PW * S, acc_t(0));
+    const acc_t* src = buf.squeeze_acc.data() + (gr - g0) * W * S;
+    acc_t* dst = row + S;
+    for (int64_t i = 0; i < W * S; i += S)
+      for (int64_t s = 0; s < S; ++s) dst[i + s] = std::max(src[i + s] + bias[s], acc_t(0));
+  }
+  return g0;
+}
+
+// Forward of one tile: rows [r0, r1) of image n. `store(n, r0, r1, acc, padded_width)` gets the
+// pre-activation accumulator [flat pixels, E1 + E3] (row i, column j at i * padded_width + j).
+template <typename acc_t, typename Loader, typename Store>
+void fire_forward_tile(const FireWeights<acc_t>& w, const TileGrid& g, int64_t n, int64_t r0, int64_t r1,
+                       TileBuffers<acc_t>& buf, const Loader& load, const Store& store) {
+  squeeze_tile(w, g, n, r0, r1, buf, load);
+  const int64_t PW = g.padded_width(), S = w.S, E = w.E(), flat = g.flat_pixels(r1 - r0);
+  const acc_t* centre = buf.spad.data() + (PW + 1) * S;
+  acc_t* out = buf.out.data();
+  gemm<acc_t>(flat, w.E1, S, centre, S, w.p(w.expand1x1_t), w.E1, out, E, false);
+  for (int64_t tap = 0; tap < 9; ++tap) {
+    const int64_t shift = (tap / 3 - 1) * PW + (tap % 3 - 1);
+    gemm<acc_t>(flat, w.E3, S, centre + shift * S, S, w.p(w.expand3x3_t) + tap * S * w.E3, w.E3, out + w.E1, E,
+                tap > 0);
+  }
+  store(n, r0, r1, static_cast<const acc_t*>(out), PW);
+}
+
+// Gradient accumulators of one chunk of tiles, transposed like the forward B operands.
+template <typename acc_t>
+struct GradParts {
+  acc_t *squeeze_t, *expand1x1_t, *expand3x3_t, *squeeze_bias, *expand_bias;  // [C,S] [S,E1] [9,S,E3] [S] [E]
+  static int64_t size(int64_t C, int64_t S, int64_t E1, int64_t E3) {
+    return C * S + S * E1 + 9 * S * E3 + S + E1 + E3;
+  }
+  GradParts(acc_t* base, int64_t C, int64_t S, int64_t E1, int64_t E3) {
+    squeeze_t = base;
+    expand1x1_t = squeeze_t + C * S;
+    expand3x3_t = expand1x1_t + S * E1;
+    squeeze_bias = expand3x3_t + 9 * S * E3;
+    expand_bias = squeeze_bias + S;
+  }
+};
+
+// Backward of one tile. `load_grad(n, g0, g1, dst, padded_width, E)` writes the masked output gradient
+// (grad_output * (output > 0)) of rows [g0, g1) at dst[(g - g0) * padded_width + 1 + j]; `sink(n, r0, r1,
+// grad_x)` receives the input gradient of rows [r0, r1) as [pixels, C].
+template <typename acc_t, typename Loader, typename GradLoader, typename Sink>
+void fire_backward_tile(const FireWeights<acc_t>& w, const TileGrid& g, int64_t n, int64_t r0, int64_t r1,
+                        TileBuffers<acc_t>& buf, GradParts<acc_t>& parts, const Loader& load,
+                        const GradLoader& load_grad, const Sink& sink) {
+  const int64_t g0 = squeeze_tile(w, g, n, r0, r1, buf, load);
+  const int64_t W = g.width, PW = g.padded_width(), C = w.C, S = w.S, E1 = w.E1, E3 = w.E3, E = w.E();
+  const int64_t R = r1 - r0, padded_rows = R + 2, padded_pixels = padded_rows * PW, flat = g.flat_pixels(R);
+  const int64_t dense = R * W, centre = PW + 1;
+
+  // Masked output gradient with a zero border and a one-row halo (the 3x3 data-gradient reads it).
+  acc_t* grad = buf.grad.data();
+  const int64_t gg0 = std::max<int64_t>(r0 - 1, 0), gg1 = std::min<int64_t>(r1 + 1, g.height);
+  std::fill(grad, grad + padded_pixels * E, acc_t(0));
+  load_grad(n, gg0, gg1, grad + (gg0 - (r0 - 1)) * PW * E, PW, E);
+  for (int64_t i = 0; i < R; ++i) {
+    const acc_t* row = grad + ((i + 1) * PW + 1) * E;
+    for (int64_t j = 0; j < W * E; j += E)
+      for (int64_t c = 0; c < E; ++c) parts.expand_bias[c] += row[j + c];
+  }
+
+  // Squeeze gradient over the flat range: expand1x1^T plus the nine 3x3 taps (a tap that reads s[p + shift]
+  // in the forward sends grad[p] back to p + shift, i.e. reads grad[q - shift] here), then the ReLU mask.
+  acc_t* gs = buf.grad_squeeze.data();
+  gemm<acc_t>(flat, S, E1, grad + centre * E, E, w.p(w.expand1x1), S, gs, S, false);
+  for (int64_t tap = 0; tap < 9; ++tap) {
+    const int64_t shift = (tap / 3 - 1) * PW + (tap % 3 - 1);
+    gemm<acc_t>(flat, S, E3, grad + (centre - shift) * E + E1, E, w.p(w.expand3x3) + tap * E3 * S, S, gs, S, true);
+  }
+  const acc_t* spad = buf.spad.data();
+  for (int64_t q = 0; q < flat * S; ++q)
+    if (!(spad[centre * S + q] > acc_t(0))) gs[q] = acc_t(0);
+
+  // Expand weight gradients: s^T (transposed once) times the masked gradient, per tap for the 3x3.
+  acc_t* spad_t = buf.spad_t.data();
+  for (int64_t p = 0; p < padded_pixels; ++p)
+    for (int64_t s = 0; s < S; ++s) spad_t[s * padded_pixels + p] = spad[p * S + s];
+  gemm<acc_t>(S, E1, flat, spad_t + centre, padded_pixels, grad + centre * E, E, parts.expand1x1_t, E1, true);
+  for (int64_t tap = 0; tap < 9; ++tap) {
+    const int64_t shift = (tap / 3 - 1) * PW + (tap % 3 - 1);
+    gemm<acc_t>(S, E3, flat, spad_t + centre + shift, padded_pixels, grad + centre * E + E1, E,
+                parts.expand3x3_t + tap * S * E3, E3, true);
+  }
+
+  // Dense squeeze gradient of the tile's own pixels -> squeeze bias/weight gradients and the input gradient.
+  acc_t* gsd = buf.grad_squeeze_dense.data();
+  for (int64_t i = 0; i < R; ++i) std::copy(gs + i * PW * S, gs + (i * PW + W) * S, gsd + i * W * S);
+  for (int64_t p = 0; p < dense; ++p)
+    for (int64_t s = 0; s < S; ++s) parts.squeeze_bias[s] += gsd[p * S + s];
+  const acc_t* x_own = buf.x.data() + (r0 - g0) * W * C;
+  acc_t* x_t = buf.x_t.data();
+  for (int64_t p = 0; p < dense; ++p)
+    for (int64_t c = 0; c < C; ++c) x_t[c * dense + p] = x_own[p * C + c];
+  gemm<acc_t>(C, S, dense, x_t, dense, gsd, S, parts.squeeze_t, S, true);
+  gemm<acc_t>(dense, C, S, gsd, S, w.p(w.squeeze), C, buf.grad_x.data(), C, false);
+  sink(n, r0, r1, static_cast<const acc_t*>(buf.grad_x.data()));
+}
+
+template <typename acc_t, typename Loader, typename Store>
+void fire_forward(const FireWeights<acc_t>& w, const TileGrid& g, const Loader& load, const Store& store) {
+  at::parallel_for(0, g.tiles(), 1, [&](int64_t begin, int64_t end) {
+    TileBuffers<acc_t> buf(g, w.C, w.S, w.E(), /*backward=*/false);
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t n = t / g.tiles_per_image, r0 = (t % g.tiles_per_image) * g.rows;
+      fire_forward_tile(w, g, n, r0, std::min(r0 + g.rows, g.height), buf, load, store);
+    }
+    gemm_release();
+  });
+}
+
+// Weight gradients in the accumulation type, summed over a fixed number of chunks of tiles (independent of
+// the thread count) and reduced in chunk order. Returns [C*S | S*E1 | 9*S*E3 | S | E1+E3] as one flat tensor.
+template <typename acc_t, typename Loader, typename GradLoader, typename Sink>
+at::Tensor fire_backward(const FireWeights<acc_t>& w, const TileGrid& g, const Loader& load,
+                         const GradLoader& load_grad, const Sink& sink) {
+  constexpr int64_t kChunks = 32;
+  const auto dtype = c10::CppTypeToScalarType<acc_t>::value;
+  const int64_t size = GradParts<acc_t>::size(w.C, w.S, w.E1, w.E3);
+  const int64_t chunks = std::min<int64_t>(kChunks, g.tiles());
+  at::Tensor partial = at::zeros({std::max<int64_t>(chunks, 1), size}, at::TensorOptions().dtype(dtype));
+  acc_t* partial_ptr = partial.mutable_data_ptr<acc_t>();
+  at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
+    TileBuffers<acc_t> buf(g, w.C, w.S, w.E(), /*backward=*/true);
+    for (int64_t chunk = begin; chunk < end; ++chunk) {
+      GradParts<acc_t> parts(partial_ptr + chunk * size, w.C, w.S, w.E1, w.E3);
+      const int64_t t0 = chunk * g.tiles() / chunks, t1 = (chunk + 1) * g.tiles() / chunks;
+      for (int64_t t = t0; t < t1; ++t) {
+        const int64_t n = t / g.tiles_per_image, r0 = (t % g.tiles_per_image) * g.rows;
+        fire_backward_tile(w, g, n, r0, std::min(r0 + g.rows, g.height), buf, parts, load, load_grad, sink);
+      }
+    }
+    gemm_release();
+  });
+  at::Tensor total = at::empty({size}, at::TensorOptions().dtype(dtype));
+  acc_t* total_ptr = total.mutable_data_ptr<acc_t>();
+  at::parallel_for(0, size, 4096, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      acc_t sum = 0;
+      for (int64_t chunk = 0; chunk < chunks; ++chunk) sum += partial_ptr[chunk * size + i];
+      total_ptr[i] = sum;
+    }
+  });
+  return total;
+}
+
+// The flat gradient of fire_backward as (grad_squeeze_weight, grad_squeeze_bias, grad_expand1x1_weight,
+// grad_expand1x1_bias, grad_expand3x3_weight, grad_expand3x3_bias) in the weights' dtype and shapes.
+inline std::vector<at::Tensor> unpack_weight_grads(const at::Tensor& flat, const FireDims& d, at::ScalarType dtype) {
+  const int64_t C = d.in_channels, S = d.squeeze, E1 = d.expand1x1, E3 = d.expand3x3;
+  int64_t offset = 0;
+  auto take = [&](int64_t count) {
+    at::Tensor part = flat.narrow(0, offset, count);
+    offset += count;
+    return part;
+  };
+  at::Tensor gsq = take(C * S).view({C, S}).t().reshape({S, C, 1, 1});
+  at::Tensor ge1 = take(S * E1).view({S, E1}).t().reshape({E1, S, 1, 1});
+  at::Tensor ge3 = take(9 * S * E3).view({3, 3, S, E3}).permute({3, 2, 0, 1});
+  at::Tensor gsb = take(S);
+  at::Tensor gb = take(E1 + E3);
+  auto out = [&](const at::Tensor& t) { return t.to(dtype).contiguous(); };
+  return {out(gsq), out(gsb), out(ge1), out(gb.narrow(0, 0, E1)), out(ge3), out(gb.narrow(0, E1, E3))};
+}
+
+// ----------------------------------------------------------------------------------------------- loaders
+
+// Rows [g0, g1) of a strided [N, C, H, W] tensor into dst[(g - g0) * W + w][c], converted to acc_t.
+template <typename scalar_t, typename acc_t>
+struct StridedRowLoader {
+  const scalar_t* data;
+  Strides4 st;
+  int64_t C, W;
+  void operator()(int64_t n, int64_t g0, int64_t g1, acc_t* dst) const {
+    if (st.c <= st.w) {  // channels innermost in memory: walk pixels, then channels
+      for (int64_t h = g0; h < g1; ++h)
+        for (int64_t w = 0; w < W; ++w) {
+          const scalar_t* src = data + st.at(n, 0, h, w);
+          acc_t* d = dst + ((h - g0) * W + w) * C;
+          for (int64_t c = 0; c < C; ++c) d[c] = static_cast<acc_t>(src[c * st.c]);
+        }
+    } else {  // planes: walk channels, then rows
+      for (int64_t c = 0; c < C; ++c)
+        for (int64_t h = g0; h < g1; ++h) {
+          const scalar_t* src = data + st.at(n, c, h, 0);
+          acc_t* d = dst + (h - g0) * W * C + c;
+          for (int64_t w = 0; w < W; ++w) d[w * C] = static_cast<acc_t>(src[w * st.w]);
+        }
+    }
+  }
+};
+
+// grad_output * (output > 0) for rows [g0, g1) into dst[(g - g0) * padded_width + 1 + w][e].
+template <typename scalar_t, typename acc_t>
+struct MaskedGradLoader {
+  const scalar_t* grad;
+  const scalar_t* output;
+  Strides4 gs, os;
+  int64_t W;
+  void operator()(int64_t n, int64_t g0, int64_t g1, acc_t* dst, int64_t padded_width, int64_t E) const {
+    auto one = [&](int64_t e, int64_t h, int64_t w) {
+      const scalar_t y = output[os.at(n, e, h, w)];
+      dst[((h - g0) * padded_width + 1 + w) * E + e] =
+          static_cast<acc_t>(y) > acc_t(0) ? static_cast<acc_t>(grad[gs.at(n, e, h, w)]) : acc_t(0);
+    };
+    if (gs.c <= gs.w) {
+      for (int64_t h = g0; h < g1; ++h)
+        for (int64_t w = 0; w < W; ++w)
+          for (int64_t e = 0; e < E; ++e) one(e, h, w);
+    } else {
+      for (int64_t e = 0; e < E; ++e)
+        for (int64_t h = g0; h < g1; ++h)
+          for (int64_t w = 0; w < W; ++w) one(e, h, w);
+    }
+  }
+};
+
+// relu(acc + bias) into the output's channel slices (expand1x1 then expand3x3), any strides and dtype.
+template <typename scalar_t, typename acc_t>
+struct ActivationStore {
+  scalar_t* data;
+  Strides4 st;
+  const acc_t* bias;  // [E]
+  int64_t E, W;
+  void operator()(int64_t n, int64_t r0, int64_t r1, const acc_t* acc, int64_t padded_width) const {
+    if (st.c <= st.w) {
+      for (int64_t h = r0; h < r1; ++h)
+        for (int64_t w = 0; w < W; ++w) {
+          const acc_t* a = acc + ((h - r0) * padded_width + w) * E;
+          scalar_t* d = data + st.at(n, 0, h, w);
+          for (int64_t e = 0; e < E; ++e) d[e * st.c] = static_cast<scalar_t>(std::max(a[e] + bias[e], acc_t(0)));
+        }
+    } else {
+      for (int64_t e = 0; e < E; ++e)
+        for (int64_t h = r0; h < r1; ++h) {
+          const acc_t* a = acc + (h - r0) * padded_width * E + e;
+          scalar_t* d = data + st.at(n, e, h, 0);
+          const acc_t b = bias[e];
+          for (int64_t w = 0; w < W; ++w) d[w * st.w] = static_cast<scalar_t>(std::max(a[w * E] + b, acc_t(0)));
+        }
+    }
+  }
+};
+
+// Rows [r0, r1) of [pixels, C] into a strided [N, C, H, W] tensor.
+template <typename scalar_t, typename acc_t>
+struct StridedRowSink {
+  scalar_t* data;
+  Strides4 st;
+  int64_t C, W;
+  void operator()(int64_t n, int64_t r0, int64_t r1, const acc_t* src) const {
+    if (st.c <= st.w) {
+      for (int64_t h = r0; h < r1; ++h)
+        for (int64_t w = 0; w < W; ++w) {
+          const acc_t* s = src + ((h - r0) * W + w) * C;
+          scalar_t* d = data + st.at(n, 0, h, w);
+          for (int64_t c = 0; c < C; ++c) d[c * st.c] = static_cast<scalar_t>(s[c]);
+        }
+    } else {
+      for (int64_t c = 0; c < C; ++c)
+        for (int64_t h = r0; h < r1; ++h) {
+          const acc_t* s = src + (h - r0) * W * C + c;
+          scalar_t* d = data + st.at(n, c, h, 0);
+          for (int64_t w = 0; w < W; ++w) d[w * st.w] = static_cast<scalar_t>(s[w * C]);
+        }
+    }
+  }
+};
+
+}  // namespace cpu
+}  // namespace squeezeae
