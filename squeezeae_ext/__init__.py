@@ -4,6 +4,7 @@ from ._ops import has_cuda_kernels
 from . import functional, reference
 from .convert import convert
 from .modules import Fire, MaxUnpool2d, UnpoolFire
+from .models import ConvAutoencoder, SqueezeAutoencoder
 
 __all__ = [
     "__version__",
@@ -14,4 +15,6 @@ __all__ = [
     "Fire",
     "MaxUnpool2d",
     "UnpoolFire",
+    "SqueezeAutoencoder",
+    "ConvAutoencoder",
 ]
