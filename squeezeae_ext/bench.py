@@ -38,9 +38,9 @@ DTYPE_SHORT = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
 INDEX_BYTES = 8  # max_pool2d's indices are int64
 # SqueezeNet's pools, which produce the indices the unpool ops consume.
 POOL_KERNEL, POOL_STRIDE = 3, 2
-DEFAULTS = {  # per device: batch, repetitions, warm-up calls per variant
-    "cpu": {"batch": 8, "reps": 40, "warmup": 4},
-    "cuda": {"batch": 64, "reps": 100, "warmup": 10},
+DEFAULTS = {  # per device: batch, repetitions, warm-up calls per variant, time cap of one row's timing loop
+    "cpu": {"batch": 8, "reps": 30, "warmup": 3, "row_budget": 6.0},
+    "cuda": {"batch": 64, "reps": 100, "warmup": 10, "row_budget": 10.0},
 }
 COUNTING = {
     "bytes": (
@@ -345,9 +345,13 @@ def _error_text(error: BaseException) -> str:
 
 
 def run_interleaved(variants: Sequence[Variant], reps: int, warmup: int, timer,
-                    on_rep: Optional[Callable[[], None]] = None) -> None:
+                    on_rep: Optional[Callable[[], None]] = None, budget_s: Optional[float] = None,
+                    min_reps: int = 5, clock: Callable[[], float] = time.perf_counter) -> None:
     """Warm every variant up (its first call, timed alone, catches failures and compile time), then time
-    ``reps`` repetitions, each running every working variant once in :func:`interleaved_order`."""
+    ``reps`` repetitions, each running every working variant once in :func:`interleaved_order`.
+
+    With ``budget_s``, repetitions stop early (at a repetition boundary, after at least ``min_reps``) once the
+    timing loop has run that long, so a slow configuration cannot blow up the run time."""
     for variant in variants:
         if not variant.ok:
             continue
@@ -371,8 +375,11 @@ def run_interleaved(variants: Sequence[Variant], reps: int, warmup: int, timer,
     by_name = {v.name: v for v in variants}
     gc_was_enabled = gc.isenabled()
     gc.disable()
+    started = clock()
     try:
-        for order in interleaved_order(names, reps):
+        for done, order in enumerate(interleaved_order(names, reps)):
+            if budget_s is not None and done >= min_reps and clock() - started > budget_s:
+                break
             handles = []
             for name in order:
                 timer.prepare()
@@ -807,8 +814,8 @@ def environment_lines(results: dict) -> List[str]:
         f"- torch {env['torch']} (CUDA {env['torch_cuda']}), Python {env['python']}, "
         f"squeezeae_ext {env['squeezeae_ext']}",
         f"- dtype {cfg['dtype']}, layout {cfg['layout']}, batch {cfg['batch']}, input size {cfg['size']}, "
-        f"{'forward+backward' if cfg['backward'] else 'forward'}, {cfg['reps']} reps after {cfg['warmup']} "
-        f"warm-up calls, variants interleaved",
+        f"{'forward+backward' if cfg['backward'] else 'forward'}, up to {cfg['reps']} reps (row budget "
+        f"{cfg.get('row_budget_s')} s) after {cfg['warmup']} warm-up calls, variants interleaved",
         f"- measured copy bandwidth: {_fmt_num(bw.get('GBps'))} GB/s ({bw.get('method', 'n/a')})",
     ]
 
@@ -908,9 +915,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="add a torch.compile column (compile time reported apart, n/a if it fails)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--reps", type=int, default=None,
-                        help="timed repetitions per variant (default 40 on cpu, 100 on cuda)")
+                        help="timed repetitions per variant (default 30 on cpu, 100 on cuda)")
     parser.add_argument("--warmup", type=int, default=None,
-                        help="warm-up calls per variant (default 4 on cpu, 10 on cuda)")
+                        help="warm-up calls per variant (default 3 on cpu, 10 on cuda)")
+    parser.add_argument("--row-budget", type=float, default=None, metavar="SECONDS",
+                        help="stop a row's repetitions early (after at least 5) once its timing loop has run "
+                             "this long; 0 = never (default 6 on cpu, 10 on cuda); JSON records the reps done")
     parser.add_argument("--model", choices=("squeezenet1_1", "squeezenet1_0"), default=None,
                         help="whole-model mode: the SqueezeNet before and after convert(), eval, no_grad, at "
                              "batch 1 and --batch (replaces the op rows)")
@@ -931,7 +941,7 @@ def canonical_command(args) -> str:
     parts += ["--backward"] if args.backward else []
     parts += ["--compile"] if args.compile else []
     parts += ["--threads", str(args.threads)] if args.threads else []
-    parts += ["--reps", str(args.reps), "--warmup", str(args.warmup)]
+    parts += ["--reps", str(args.reps), "--warmup", str(args.warmup), "--row-budget", f"{args.row_budget:g}"]
     for option in ("json", "markdown", "plot"):
         if getattr(args, option):
             parts += [f"--{option}", getattr(args, option)]
@@ -950,6 +960,17 @@ def _progress(total: int, quiet: bool):
 
 
 def run(args) -> int:
+    import torch
+
+    threads, cudnn_benchmark = torch.get_num_threads(), torch.backends.cudnn.benchmark
+    try:
+        return _run(args)
+    finally:  # leave the process as it was (the CLI may be called from tests or notebooks)
+        torch.set_num_threads(threads)
+        torch.backends.cudnn.benchmark = cudnn_benchmark
+
+
+def _run(args) -> int:
     from .cli import CommandError
 
     import torch
@@ -960,7 +981,7 @@ def run(args) -> int:
     for name, default in DEFAULTS[device].items():
         if getattr(args, name) is None:
             setattr(args, name, default)
-    if args.batch < 1 or args.reps < 1 or args.warmup < 1 or args.size < 1:
+    if args.batch < 1 or args.reps < 1 or args.warmup < 1 or args.size < 1 or args.row_budget < 0:
         raise CommandError("--batch, --reps, --warmup and --size must be positive")
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -979,7 +1000,8 @@ def run(args) -> int:
     env = environment(torch, device)
     config = {"op": args.op, "shapes": args.shapes, "batch": args.batch, "size": args.size, "dtype": args.dtype,
               "layout": args.layout, "device": device, "backward": args.backward, "compile": args.compile,
-              "threads": torch.get_num_threads(), "reps": args.reps, "warmup": args.warmup, "model": args.model,
+              "threads": torch.get_num_threads(), "reps": args.reps, "warmup": args.warmup,
+              "row_budget_s": args.row_budget, "model": args.model,
               "command": canonical_command(args), "argv": list(sys.argv)}
     bandwidth = measure_copy_bandwidth(torch, device)
     timer = CudaTimer(torch) if device == "cuda" else CpuTimer()
@@ -1002,7 +1024,8 @@ def run(args) -> int:
             if bar is not None:
                 bar.set_description(f"{row.op} {row.name}")
             run_interleaved(row.variants, args.reps, args.warmup, timer,
-                            on_rep=(lambda: bar.update(1)) if bar is not None else None)
+                            on_rep=(lambda: bar.update(1)) if bar is not None else None,
+                            budget_s=args.row_budget or None)
             results_rows.append(row_result(row, bandwidth["GBps"]))
             row.variants = []  # free the inputs before the next row
             if device == "cuda":
