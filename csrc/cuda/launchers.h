@@ -93,6 +93,8 @@ void max_unpool2d_into(const at::Tensor& input, const at::Tensor& indices, at::T
 at::Tensor max_unpool2d_cuda(const at::Tensor& input, const at::Tensor& indices, at::IntArrayRef kernel_size,
                              at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef output_size);
 at::Tensor max_unpool2d_backward_cuda(const at::Tensor& grad_output, const at::Tensor& indices);
+// max_unpool2d_backward into a preallocated grad_input (shape of indices, any strides); checks index values.
+void max_unpool2d_backward_into(const at::Tensor& grad_output, const at::Tensor& indices, at::Tensor& grad_input);
 
 // The fused Fire forward kernel into `output` [N, E1 + E3, H, W]. With `unpool` non-null, `x` is the pooled
 // input and the Fire input is gathered through `indices` (every index must lie in its window).
