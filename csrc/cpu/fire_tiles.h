@@ -325,7 +325,8 @@ inline std::vector<at::Tensor> unpack_weight_grads(const at::Tensor& flat, const
   at::Tensor ge3 = take(9 * S * E3).view({3, 3, S, E3}).permute({3, 2, 0, 1});
   at::Tensor gsb = take(S);
   at::Tensor gb = take(E1 + E3);
-  auto out = [&](const at::Tensor& t) { return t.to(dtype).contiguous(); };
+  // copy=true: the outputs must not alias the flat buffer or each other.
+  auto out = [&](const at::Tensor& t) { return t.to(dtype, /*non_blocking=*/false, /*copy=*/true).contiguous(); };
   return {out(gsq), out(gsb), out(ge1), out(gb.narrow(0, 0, E1)), out(ge3), out(gb.narrow(0, E1, E3))};
 }
 

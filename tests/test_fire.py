@@ -1,0 +1,181 @@
+"""squeezeae::fire against the plain-PyTorch reference: values, gradients, layouts, dtypes, determinism."""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import squeezeae_ext as sx
+from squeezeae_ext import reference
+from helpers import assert_close_to, fire_weights, layout, to64
+
+# (N, C, S, E1, E3, H, W): odd channel counts, 1x1 and 1xW spatial, non-square, one SqueezeNet-sized layer.
+SHAPES = [
+    (2, 5, 3, 4, 6, 7, 9),
+    (3, 17, 5, 3, 7, 1, 1),
+    (1, 9, 4, 5, 2, 1, 11),
+    (2, 33, 7, 9, 11, 6, 5),
+    (1, 64, 16, 64, 64, 23, 23),
+    (4, 8, 2, 1, 1, 3, 2),
+]
+LAYOUTS = ["nchw", "channels_last", "strided"]
+
+
+def run_both(x, weights, grad=None):
+    """Fused and reference forward (and backward with `grad`), the reference in float64."""
+    xs = x.detach().clone().requires_grad_(grad is not None)
+    ws = [None if w is None else w.detach().clone().requires_grad_(grad is not None) for w in weights]
+    out = sx.functional.fire(xs, *ws)
+    xr = x.detach().double().cpu().requires_grad_(grad is not None)
+    wr = [None if w is None else w.requires_grad_(grad is not None) for w in to64(weights)]
+    ref = reference.fire(xr, *wr)
+    if grad is None:
+        return out, ref, None, None
+    out.backward(grad)
+    ref.backward(grad.double().cpu())
+    return out, ref, [t.grad for t in [xs, *ws] if t is not None], [t.grad for t in [xr, *wr] if t is not None]
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("memory", LAYOUTS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_forward_backward_matches_reference(device, shape, memory, dtype):
+    N, C, S, E1, E3, H, W = shape
+    x = layout(torch.randn(N, C, H, W, dtype=dtype, device=device), memory)
+    weights = fire_weights(C, S, E1, E3, dtype, device)
+    grad = torch.randn(N, E1 + E3, H, W, dtype=dtype, device=device)
+    out, ref, grads, ref_grads = run_both(x, weights, grad)
+    assert out.dtype == dtype and out.device == x.device
+    assert_close_to(out, ref)
+    for g, r in zip(grads, ref_grads):
+        assert_close_to(g, r)
+    if memory == "channels_last" and H * W > 1:
+        assert out.is_contiguous(memory_format=torch.channels_last)
+        assert grads[0].is_contiguous(memory_format=torch.channels_last)
+    if memory == "nchw":
+        assert out.is_contiguous()
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("memory", ["nchw", "channels_last"])
+def test_low_precision_accuracy_rule(device, dtype, memory):
+    """Error against float64 at most ~2x that of PyTorch's own computation in the same dtype."""
+    N, C, S, E1, E3, H, W = 2, 24, 8, 16, 16, 9, 10
+    x = layout(torch.randn(N, C, H, W, device=device), memory).to(dtype)
+    weights = fire_weights(C, S, E1, E3, dtype, device)
+    grad = torch.randn(N, E1 + E3, H, W, device=device).to(dtype)
+    out, ref, grads, ref_grads = run_both(x, weights, grad)
+    same_precision = reference.fire(x, *weights).double().cpu()
+    assert out.dtype == dtype
+    ours = (out.double().cpu() - ref).abs().max().item()
+    torchs = (same_precision - ref).abs().max().item()
+    assert ours <= 2 * torchs + 1e-3 * ref.abs().max().item(), (ours, torchs)
+    for g, r in zip(grads, ref_grads):
+        assert_close_to(g, r, dtype)
+
+
+def test_without_biases(device):
+    x = torch.randn(2, 6, 5, 5, device=device)
+    weights = fire_weights(6, 3, 4, 5, device=device, bias=False)
+    grad = torch.randn(2, 9, 5, 5, device=device)
+    out, ref, grads, ref_grads = run_both(x, weights, grad)
+    assert_close_to(out, ref)
+    for g, r in zip(grads, ref_grads):
+        assert_close_to(g, r)
+
+
+def test_unbatched_input(device):
+    x = torch.randn(6, 5, 7, device=device)
+    weights = fire_weights(6, 3, 4, 5, device=device)
+    out = sx.functional.fire(x, *weights)
+    assert out.shape == (9, 5, 7)
+    assert_close_to(out, reference.fire(*to64([x.unsqueeze(0), *weights])).squeeze(0))
+
+
+def test_empty_batch(device):
+    x = torch.randn(0, 6, 5, 7, device=device, requires_grad=True)
+    weights = [w.requires_grad_() for w in fire_weights(6, 3, 4, 5, device=device)]
+    out = sx.functional.fire(x, *weights)
+    assert out.shape == (0, 9, 5, 7)
+    out.sum().backward()
+    assert x.grad.shape == x.shape
+    assert all(w.grad is not None and not w.grad.any() for w in weights)
+
+
+def test_gradcheck(device):
+    x = torch.randn(2, 3, 4, 5, dtype=torch.float64, device=device, requires_grad=True)
+    weights = [w.requires_grad_() for w in fire_weights(3, 2, 2, 3, torch.float64, device)]
+    assert torch.autograd.gradcheck(sx.functional.fire, (x, *weights))
+    x_cl = x.detach().contiguous(memory_format=torch.channels_last).requires_grad_()
+    assert torch.autograd.gradcheck(sx.functional.fire, (x_cl, *weights))
+
+
+def test_opcheck(device):
+    x = torch.randn(2, 5, 6, 4, device=device, requires_grad=True)
+    weights = [w.requires_grad_() for w in fire_weights(5, 3, 2, 4, device=device)]
+    torch.library.opcheck(torch.ops.squeezeae.fire.default, (x, *weights))
+    torch.library.opcheck(torch.ops.squeezeae.fire.default, (x.detach(), *[w.detach() for w in weights]))
+    x_cl = x.detach().contiguous(memory_format=torch.channels_last)
+    out = torch.ops.squeezeae.fire(x_cl, *weights)
+    grad = torch.randn_like(out)
+    torch.library.opcheck(
+        torch.ops.squeezeae.fire_backward.default,
+        (grad, x_cl, out.detach(), weights[0].detach(), weights[1].detach(), weights[2].detach(), weights[4].detach()),
+    )
+
+
+def test_bit_identical_run_to_run(device):
+    x = torch.randn(3, 40, 17, 19, device=device).contiguous(memory_format=torch.channels_last)
+    weights = [w.requires_grad_() for w in fire_weights(40, 12, 20, 24, device=device)]
+    results = []
+    for _ in range(3):
+        xs = x.clone().requires_grad_()
+        for w in weights:
+            w.grad = None
+        out = sx.functional.fire(xs, *weights)
+        out.backward(torch.ones_like(out))
+        results.append([out, xs.grad, *[w.grad for w in weights]])
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            assert torch.equal(a, b)
+
+
+def test_thread_count_does_not_change_results():
+    """Tiles and gradient chunks are fixed by the shape, not by the number of threads."""
+    x = torch.randn(2, 24, 15, 15).contiguous(memory_format=torch.channels_last)
+    weights = [w.requires_grad_() for w in fire_weights(24, 8, 16, 16)]
+    results = []
+    before = torch.get_num_threads()
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            xs = x.clone().requires_grad_()
+            for w in weights:
+                w.grad = None
+            out = sx.functional.fire(xs, *weights)
+            out.backward(torch.ones_like(out))
+            results.append([xs.grad, *[w.grad for w in weights]])
+    finally:
+        torch.set_num_threads(before)
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    for a, b in zip(results[0][1:], results[1][1:]):  # weight gradients: same chunks, same order
+        assert torch.equal(a, b)
+
+
+def test_plain_gemm_fallback_matches():
+    """CPUs without oneDNN's micro-kernel use the plain GEMM: same results (checked in a fresh process)."""
+    code = (
+        "import torch, squeezeae_ext as sx\n"
+        "from squeezeae_ext import reference\n"
+        "torch.manual_seed(0)\n"
+        "x = torch.randn(2, 7, 6, 9)\n"
+        "w = [torch.randn(3, 7, 1, 1), torch.randn(3), torch.randn(4, 3, 1, 1), torch.randn(4),"
+        " torch.randn(5, 3, 3, 3), torch.randn(5)]\n"
+        "torch.testing.assert_close(sx.functional.fire(x, *w), reference.fire(x, *w), rtol=1e-5, atol=1e-5)\n"
+        "print('ok')\n"
+    )
+    env = dict(os.environ, SQUEEZEAE_CPU_GEMM="plain")
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr

@@ -1,0 +1,108 @@
+"""squeezeae::max_unpool2d: F.max_unpool2d semantics, the duplicate-index rule, gradients, layouts."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+import squeezeae_ext as sx
+from helpers import layout, pooled_input
+
+
+def latest_wins(values, indices, out_h, out_w):
+    """The documented rule, written as the plainest loop: per plane, later pooled elements overwrite."""
+    N, C = values.shape[:2]
+    out = torch.zeros(N, C, out_h * out_w, dtype=torch.float64)
+    v = values.detach().double().cpu().reshape(N, C, -1)
+    i = indices.cpu().reshape(N, C, -1)
+    for n in range(N):
+        for c in range(C):
+            for k in range(v.shape[-1]):
+                out[n, c, i[n, c, k]] = v[n, c, k]
+    return out.view(N, C, out_h, out_w)
+
+
+# (N, C, H, W, kernel, stride, padding): non-overlapping, SqueezeNet's overlapping 3x3/2, padded, rectangular.
+CASES = [
+    (2, 3, 8, 8, 2, 2, 0),
+    (2, 5, 13, 13, 3, 2, 0),
+    (1, 4, 11, 10, 3, 2, 1),
+    (3, 2, 9, 7, (3, 2), (2, 1), (1, 0)),
+    (1, 1, 1, 1, 1, 1, 0),
+]
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("memory", ["nchw", "channels_last", "strided"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+def test_matches_rule_and_pytorch(device, case, memory, dtype):
+    N, C, H, W, k, s, p = case
+    pooled, indices = pooled_input(N, C, H, W, k, s, p, dtype=dtype, device=device, ceil_mode=False)
+    pooled = layout(pooled, memory)
+    out = sx.functional.max_unpool2d(pooled, indices, k, s, p, output_size=(H, W))
+    assert out.dtype == dtype and out.shape == (N, C, H, W)
+    assert torch.equal(out.double().cpu(), latest_wins(pooled, indices, H, W))
+    if memory == "channels_last" and H * W > 1:
+        assert out.is_contiguous(memory_format=torch.channels_last)
+    # Where no two pooled elements share an index PyTorch's result is defined: equal bit for bit.
+    flat = indices.reshape(N * C, -1)
+    if all(len(set(row.tolist())) == row.numel() for row in flat):
+        ref = F.max_unpool2d(pooled.cpu().float(), indices.cpu(), k, s, p, output_size=(H, W))
+        assert torch.equal(out.cpu().float(), ref)
+
+
+def test_default_output_size_and_unbatched(device):
+    pooled, indices = pooled_input(2, 3, 8, 6, 2, 2, device=device, ceil_mode=False)
+    out = sx.functional.max_unpool2d(pooled, indices, 2)
+    assert torch.equal(out.cpu(), F.max_unpool2d(pooled.cpu(), indices.cpu(), 2))
+    out3 = sx.functional.max_unpool2d(pooled[0], indices[0], 2)
+    assert torch.equal(out3, out[0])
+
+
+def test_output_size_rules(device):
+    pooled, indices = pooled_input(1, 2, 8, 8, 2, 2, device=device, ceil_mode=False)  # pooled 4x4, indices < 64
+    for size in [(8, 8), (9, 9), (1, 2, 9, 8)]:
+        out = sx.functional.max_unpool2d(pooled, indices, 2, output_size=size)
+        assert out.shape[-2:] == tuple(size[-2:])
+        assert torch.equal(out.cpu(), F.max_unpool2d(pooled.cpu(), indices.cpu(), 2, output_size=size))
+    with pytest.raises(ValueError, match="invalid output_size"):
+        sx.functional.max_unpool2d(pooled, indices, 2, output_size=(10, 8))
+
+
+def test_random_indices_with_duplicates(device):
+    """Indices need not come from max_pool2d: any in-plane index works, duplicates follow the rule."""
+    x = torch.randn(2, 3, 5, 4, device=device)
+    indices = torch.randint(0, 20, (2, 3, 5, 4), device=device)  # 20 elements into 20 slots, at random
+    out = sx.functional.max_unpool2d(x, indices, 1)
+    assert torch.equal(out.cpu().double(), latest_wins(x, indices, 5, 4))
+
+
+def test_backward_is_pytorch_gradient(device):
+    pooled, indices = pooled_input(2, 4, 11, 11, 3, 2, device=device)  # overlapping: duplicates
+    pooled = pooled.requires_grad_()
+    out = sx.functional.max_unpool2d(pooled, indices, 3, 2, output_size=(11, 11))
+    grad = torch.randn_like(out)
+    out.backward(grad)
+    expected = grad.cpu().reshape(2, 4, -1).gather(2, indices.cpu().reshape(2, 4, -1)).view_as(pooled)
+    assert torch.equal(pooled.grad.cpu(), expected)
+
+
+def test_gradcheck(device):
+    pooled, indices = pooled_input(2, 3, 6, 8, 2, 2, dtype=torch.float64, device=device, ceil_mode=False)
+    pooled.requires_grad_()
+    assert torch.autograd.gradcheck(lambda t: sx.functional.max_unpool2d(t, indices, 2, 2), (pooled,))
+
+
+def test_opcheck(device):
+    pooled, indices = pooled_input(2, 3, 9, 9, 3, 2, device=device)
+    pooled = pooled.contiguous(memory_format=torch.channels_last)
+    for t in (pooled, pooled.detach().requires_grad_()):
+        torch.library.opcheck(torch.ops.squeezeae.max_unpool2d.default, (t, indices, [3, 3], [2, 2], [0, 0], [9, 9]))
+    grad = torch.randn(2, 3, 9, 9, device=device)
+    torch.library.opcheck(torch.ops.squeezeae.max_unpool2d_backward.default, (grad, indices))
+
+
+def test_module(device):
+    pooled, indices = pooled_input(2, 3, 13, 13, 3, 2, device=device)
+    module = sx.MaxUnpool2d(3, 2)
+    out = module(pooled, indices, output_size=(13, 13))
+    assert torch.equal(out, sx.functional.max_unpool2d(pooled, indices, 3, 2, 0, (13, 13)))
+    assert "kernel_size=3" in repr(module)

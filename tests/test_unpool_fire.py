@@ -1,0 +1,112 @@
+"""squeezeae::unpool_fire == fire(max_unpool2d(...)): values, gradients, layouts, dtypes, odd indices."""
+import pytest
+import torch
+
+import squeezeae_ext as sx
+from squeezeae_ext import reference
+from helpers import assert_close_to, fire_weights, layout, pooled_input, to64
+
+# (N, C, S, E1, E3, H, W, kernel, stride, padding): H, W are the unpooled (output) size.
+CASES = [
+    (2, 5, 3, 4, 6, 7, 9, 2, 2, 0),
+    (2, 16, 8, 8, 8, 27, 27, 3, 2, 0),
+    (1, 6, 3, 5, 4, 10, 11, 3, 2, 1),
+    (3, 7, 4, 3, 5, 9, 8, (3, 2), (2, 1), (1, 0)),
+    (2, 3, 2, 3, 2, 1, 1, 1, 1, 0),
+]
+
+
+def run_both(pooled, indices, weights, pool, size, grad):
+    k, s, p = pool
+    xs = pooled.detach().clone().requires_grad_()
+    ws = [w.detach().clone().requires_grad_() for w in weights]
+    out = sx.functional.unpool_fire(xs, indices, *ws, k, s, p, size)
+    xr = pooled.detach().double().cpu().requires_grad_()
+    wr = [w.requires_grad_() for w in to64(weights)]
+    ref = reference.unpool_fire(xr, indices.cpu(), *wr, k, s, p, size)
+    out.backward(grad)
+    ref.backward(grad.double().cpu())
+    return out, ref, [t.grad for t in [xs, *ws]], [t.grad for t in [xr, *wr]]
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("memory", ["nchw", "channels_last", "strided"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_matches_reference(device, case, memory, dtype):
+    N, C, S, E1, E3, H, W, k, s, p = case
+    pooled, indices = pooled_input(N, C, H, W, k, s, p, dtype=dtype, device=device, ceil_mode=False)
+    pooled = layout(pooled, memory)
+    weights = fire_weights(C, S, E1, E3, dtype, device)
+    grad = torch.randn(N, E1 + E3, H, W, dtype=dtype, device=device)
+    out, ref, grads, ref_grads = run_both(pooled, indices, weights, (k, s, p), (H, W), grad)
+    assert out.shape == (N, E1 + E3, H, W) and out.dtype == dtype
+    assert_close_to(out, ref)
+    for g, r in zip(grads, ref_grads):
+        assert_close_to(g, r)
+    if memory == "channels_last" and H * W > 1:
+        assert out.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_low_precision(device, dtype):
+    pooled, indices = pooled_input(2, 12, 13, 13, 3, 2, device=device)
+    pooled = pooled.to(dtype).contiguous(memory_format=torch.channels_last)
+    weights = fire_weights(12, 6, 8, 8, dtype, device)
+    grad = torch.randn(2, 16, 13, 13, device=device).to(dtype)
+    out, ref, grads, ref_grads = run_both(pooled, indices, weights, (3, 2, 0), (13, 13), grad)
+    assert out.dtype == dtype
+    assert_close_to(out, ref)
+    for g, r in zip(grads, ref_grads):
+        assert_close_to(g, r, dtype)
+
+
+def test_indices_outside_their_windows(device):
+    """Any in-plane index is allowed (as in F.max_unpool2d), duplicates included: latest wins."""
+    x = torch.randn(2, 3, 4, 4, device=device)
+    indices = torch.randint(0, 81, (2, 3, 4, 4), device=device)
+    weights = fire_weights(3, 5, 4, 6, device=device)
+    out = sx.functional.unpool_fire(x, indices, *weights, 2, 2, 0, (9, 9))
+    unpooled = sx.functional.max_unpool2d(x, indices, 2, 2, 0, (9, 9))
+    assert_close_to(out, reference.fire(*to64([unpooled, *weights])))
+
+
+def test_default_output_size_and_unbatched(device):
+    pooled, indices = pooled_input(1, 4, 8, 10, 2, 2, device=device, ceil_mode=False)
+    weights = fire_weights(4, 3, 2, 5, device=device)
+    out = sx.functional.unpool_fire(pooled[0], indices[0], *weights, 2)
+    assert out.shape == (7, 8, 10)
+    ref = reference.unpool_fire(*to64([pooled]), indices.cpu(), *to64(weights), 2)
+    assert_close_to(out, ref[0])
+
+
+def test_gradcheck(device):
+    pooled, indices = pooled_input(2, 3, 6, 8, 2, 2, dtype=torch.float64, device=device, ceil_mode=False)
+    weights = fire_weights(3, 2, 2, 3, torch.float64, device)
+
+    def fn(x, *w):
+        return sx.functional.unpool_fire(x, indices, *w, 2, 2, 0, (6, 8))
+
+    inputs = [pooled.requires_grad_(), *[w.requires_grad_() for w in weights]]
+    assert torch.autograd.gradcheck(fn, inputs)
+
+
+def test_opcheck(device):
+    pooled, indices = pooled_input(2, 5, 9, 9, 3, 2, device=device)
+    weights = [w.requires_grad_() for w in fire_weights(5, 3, 2, 4, device=device)]
+    args = (pooled.requires_grad_(), indices, *weights, [3, 3], [2, 2], [0, 0], [9, 9])
+    torch.library.opcheck(torch.ops.squeezeae.unpool_fire.default, args)
+    out = torch.ops.squeezeae.unpool_fire(*args).detach()
+    torch.library.opcheck(
+        torch.ops.squeezeae.unpool_fire_backward.default,
+        (torch.randn_like(out), pooled.detach(), indices, out, *[weights[i].detach() for i in (0, 1, 2, 4)],
+         [3, 3], [2, 2], [0, 0]),
+    )
+
+
+def test_module_equals_unpool_then_fire(device):
+    fused = sx.UnpoolFire(6, 3, 4, 4, kernel_size=3, stride=2).to(device)
+    fire = sx.Fire(6, 3, 4, 4).to(device)
+    fire.load_state_dict(fused.state_dict())
+    pooled, indices = pooled_input(2, 6, 13, 13, 3, 2, device=device)
+    out = fused(pooled, indices, output_size=(13, 13))
+    torch.testing.assert_close(out, fire(sx.MaxUnpool2d(3, 2)(pooled, indices, (13, 13))), rtol=1e-5, atol=1e-5)
