@@ -68,7 +68,7 @@ inline void check_bias(const char* op, const char* name, const std::optional<at:
 }
 
 // The Fire weights against an input with `in_channels` channels. Returns the channel counts.
-inline FireDims check_fire_weights(const char* op, const at::Tensor& x, int64_t in_channels,
+inline FireDims check_fire_weights(const char* op, const char* input_name, const at::Tensor& x, int64_t in_channels,
                                    const at::Tensor& squeeze_weight, const std::optional<at::Tensor>& squeeze_bias,
                                    const at::Tensor& expand1x1_weight,
                                    const std::optional<at::Tensor>& expand1x1_bias,
@@ -80,6 +80,9 @@ inline FireDims check_fire_weights(const char* op, const at::Tensor& x, int64_t 
               ": squeeze_weight must be 4-D [S, C_in, 1, 1], got ",
               squeeze_weight.defined() ? squeeze_weight.sizes() : at::IntArrayRef{});
   d.squeeze = squeeze_weight.size(0);
+  TORCH_CHECK(squeeze_weight.size(1) == in_channels, op, ": ", input_name, " has ", in_channels,
+              " channels but squeeze_weight expects ", squeeze_weight.size(1), " (squeeze_weight shape ",
+              squeeze_weight.sizes(), ")");
   TORCH_CHECK(d.squeeze > 0, op, ": squeeze_weight must have at least one output channel, got shape ",
               squeeze_weight.sizes());
   check_weight(op, "squeeze_weight", squeeze_weight, "[S, C_in, 1, 1]", {d.squeeze, in_channels, 1, 1}, x);
@@ -107,10 +110,8 @@ inline FireDims check_fire(const char* op, const at::Tensor& x, const at::Tensor
                            const std::optional<at::Tensor>& expand1x1_bias, const at::Tensor& expand3x3_weight,
                            const std::optional<at::Tensor>& expand3x3_bias) {
   check_input_4d(op, "x", x);
-  FireDims d = check_fire_weights(op, x, x.size(1), squeeze_weight, squeeze_bias, expand1x1_weight,
+  FireDims d = check_fire_weights(op, "x", x, x.size(1), squeeze_weight, squeeze_bias, expand1x1_weight,
                                   expand1x1_bias, expand3x3_weight, expand3x3_bias);
-  TORCH_CHECK(squeeze_weight.size(1) == x.size(1), op, ": x has ", x.size(1),
-              " channels but squeeze_weight expects ", squeeze_weight.size(1));
   d.batch = x.size(0);
   d.height = x.size(2);
   d.width = x.size(3);
@@ -192,10 +193,8 @@ inline FireDims check_unpool_fire(const char* op, const at::Tensor& input, const
                                   at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef output_size,
                                   UnpoolDims* unpool_dims) {
   *unpool_dims = check_max_unpool(op, input, indices, kernel_size, stride, padding, output_size);
-  FireDims d = check_fire_weights(op, input, input.size(1), squeeze_weight, squeeze_bias, expand1x1_weight,
-                                  expand1x1_bias, expand3x3_weight, expand3x3_bias);
-  TORCH_CHECK(squeeze_weight.size(1) == input.size(1), op, ": input has ", input.size(1),
-              " channels but squeeze_weight expects ", squeeze_weight.size(1));
+  FireDims d = check_fire_weights(op, "input", input, input.size(1), squeeze_weight, squeeze_bias,
+                                  expand1x1_weight, expand1x1_bias, expand3x3_weight, expand3x3_bias);
   d.batch = unpool_dims->batch;
   d.height = unpool_dims->out_height;
   d.width = unpool_dims->out_width;

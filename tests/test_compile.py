@@ -1,0 +1,106 @@
+"""The ops under torch.compile, torch.export and autocast, and the package's import behaviour."""
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import squeezeae_ext as sx
+from squeezeae_ext import reference
+from helpers import fire_weights, pooled_input
+
+
+class Decoder(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fire = sx.Fire(6, 3, 4, 4)
+        self.unpool_fire = sx.UnpoolFire(8, 4, 3, 3, kernel_size=3, stride=2)
+        self.unpool = sx.MaxUnpool2d(3, 2)
+
+    def forward(self, x, indices):
+        y = self.fire(x)
+        return self.unpool_fire(y, indices, output_size=(13, 13)) + self.unpool(y[:, :6], indices[:, :6], (13, 13))[:, :6].sum(1, keepdim=True)
+
+
+def decoder_inputs(device):
+    x = torch.randn(2, 6, 6, 6, device=device)
+    _, indices = pooled_input(2, 8, 13, 13, 3, 2, device=device)
+    return x, indices
+
+
+@pytest.mark.parametrize("backend", ["aot_eager", "inductor"])
+def test_compile_fullgraph(device, backend):
+    model = Decoder().to(device)
+    x, indices = decoder_inputs(device)
+    compiled = torch.compile(model, backend=backend, fullgraph=True)
+    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out, ref = compiled(x1, indices), model(x2, indices)
+    torch.testing.assert_close(out, ref)
+    out.sum().backward()
+    ref.sum().backward()
+    torch.testing.assert_close(x1.grad, x2.grad)
+
+
+def test_compile_dynamic_shapes(device):
+    fire = sx.Fire(5, 3, 4, 4).to(device)
+    compiled = torch.compile(fire, backend="aot_eager", fullgraph=True, dynamic=True)
+    for size in (5, 7, 9):
+        x = torch.randn(2, 5, size, size + 1, device=device)
+        torch.testing.assert_close(compiled(x), fire(x))
+
+
+def test_export(device):
+    model = Decoder().to(device).eval()
+    x, indices = decoder_inputs(device)
+    program = torch.export.export(model, (x, indices))
+    assert any("squeezeae" in str(node.target) for node in program.graph.nodes)
+    torch.testing.assert_close(program.module()(x, indices), model(x, indices))
+
+
+def test_autocast_runs_fire_in_the_autocast_dtype(device):
+    dtype = torch.bfloat16
+    x = torch.randn(2, 6, 7, 7, device=device)
+    weights = fire_weights(6, 3, 4, 4, device=device)
+    with torch.autocast(device.type, dtype=dtype):
+        out = sx.functional.fire(x, *weights)
+        ref = reference.fire(x, *weights)
+    assert out.dtype == ref.dtype == dtype
+    torch.testing.assert_close(out.float(), ref.float(), rtol=5e-2, atol=5e-2)
+    pooled, indices = pooled_input(2, 6, 9, 9, 3, 2, device=device)
+    with torch.autocast(device.type, dtype=dtype):
+        out = sx.functional.unpool_fire(pooled, indices, *weights, 3, 2, 0, (9, 9))
+        unpooled = sx.functional.max_unpool2d(pooled, indices, 3, 2, 0, (9, 9))
+    assert out.dtype == dtype
+    assert unpooled.dtype == torch.float32, "max_unpool2d only moves values: no autocast"
+    double = torch.randn(1, 6, 4, 4, dtype=torch.float64, device=device)
+    with torch.autocast(device.type, dtype=dtype):
+        assert sx.functional.fire(double, *[w.double() for w in weights]).dtype == torch.float64
+
+
+def test_has_cuda_kernels_is_a_bool():
+    assert isinstance(sx.has_cuda_kernels(), bool)
+    assert sx.__version__
+
+
+def test_missing_extension_raises_helpful_import_error():
+    code = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'squeezeae_ext._C':\n"
+        "            raise ImportError('simulated missing build')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "try:\n"
+        "    import squeezeae_ext\n"
+        "except ImportError as e:\n"
+        "    print(e)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "pip install --no-build-isolation -e ." in done.stdout, done.stdout + done.stderr
+
+
+def test_info_command(capsys):
+    from squeezeae_ext.cli import main
+
+    assert main(["info"]) == 0
+    assert "cuda_kernels" in capsys.readouterr().out
