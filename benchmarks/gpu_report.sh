@@ -40,7 +40,7 @@ step() {
     shift 3
     local left=$((BUDGET - ($(date +%s) - START)))
     if [ "$left" -lt "$need" ]; then
-        STEPS+=("$(printf '%-26s %-22s %5s' "$name" "skipped (time budget)" "-")")
+        STEPS+=("$(printf '%-38s %-22s %5s' "$name" "skipped (time budget)" "-")")
         echo "== $name: skipped, ${left}s of the budget left"
         return 0
     fi
@@ -59,14 +59,14 @@ step() {
         state="FAILED (exit $rc)"
         FAILED=1
     fi
-    STEPS+=("$(printf '%-26s %-22s %4ss' "$name" "$state" "$took")")
+    STEPS+=("$(printf '%-38s %-22s %4ss' "$name" "$state" "$took")")
     echo "   $state in ${took}s; last lines of $OUT/$name.log:"
     tail -n 3 "$OUT/$name.log" | sed 's/^/   | /'
 }
 
 # 1. build (CUDA sources are compiled when torch has CUDA and nvcc is found)
 if [ "${SQUEEZEAE_REPORT_SKIP_BUILD:-0}" = "1" ]; then
-    STEPS+=("$(printf '%-26s %-22s %5s' build "skipped (asked)" "-")")
+    STEPS+=("$(printf '%-38s %-22s %5s' build "skipped (asked)" "-")")
 else
     step build 330 60 env TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0}" MAX_JOBS="${MAX_JOBS:-16}" \
         "$PY" -m pip install --no-build-isolation --no-deps -e .
@@ -78,7 +78,7 @@ cat "$OUT/info.log"
 
 # 3. the whole test suite, every failure shown (no -x)
 if [ "${SQUEEZEAE_REPORT_SKIP_TESTS:-0}" = "1" ]; then
-    STEPS+=("$(printf '%-26s %-22s %5s' tests "skipped (asked)" "-")")
+    STEPS+=("$(printf '%-38s %-22s %5s' tests "skipped (asked)" "-")")
 else
     step tests 200 30 "$PY" -m pytest tests -q -ra -p no:cacheprovider --junitxml="$OUT/tests.xml"
 fi
@@ -91,7 +91,7 @@ if [ -n "$SANITIZER" ] && [ -f tests/cuda_sanitize_case.py ]; then
 else
     why="no compute-sanitizer"
     [ -f tests/cuda_sanitize_case.py ] || why="no tests/cuda_sanitize_case.py"
-    STEPS+=("$(printf '%-26s %-22s %5s' sanitize "skipped ($why)" "-")")
+    STEPS+=("$(printf '%-38s %-22s %5s' sanitize "skipped ($why)" "-")")
 fi
 
 # 5. benchmarks, most important first; one JSON + markdown per run
@@ -116,7 +116,7 @@ bench fp16-channels_last-fwd-compile 240 --op fire --dtype float16 --layout chan
 {
     echo
     echo "================ GPU report: $gpu_name ($(($(date +%s) - START))s) -> $OUT"
-    printf '%-26s %-22s %5s\n' step status time
+    printf '%-38s %-22s %5s\n' step status time
     printf '%s\n' "${STEPS[@]}"
     if [ -f "$OUT/tests.log" ]; then
         echo "tests: $(grep -E '(passed|failed|error|skipped)' "$OUT/tests.log" | tail -n 1)"

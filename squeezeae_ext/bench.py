@@ -295,18 +295,56 @@ class CpuTimer:
 
 
 class CudaTimer:
-    """CUDA events around each call; before it, outside the events, a buffer twice the L2 size is written."""
+    """CUDA events around each call. Before it, outside the events: a buffer twice the L2 size is written
+    (L2 flush), then, with ``hide_launch``, a spin kernel keeps the GPU busy while the host enqueues the call,
+    so the events measure GPU execution rather than Python/dispatcher overhead between launches (the spin is
+    sized from the slowest variant's host dispatch time, see :meth:`calibrate`)."""
 
     device = "cuda"
 
-    def __init__(self, torch_module, device_index: Optional[int] = None):
+    def __init__(self, torch_module, device_index: Optional[int] = None, hide_launch: bool = True):
         self.torch = torch_module
         props = torch_module.cuda.get_device_properties(device_index or torch_module.cuda.current_device())
         self.l2_bytes = int(getattr(props, "L2_cache_size", 0) or 64 * 2**20)
         self.flush_buffer = torch_module.empty(2 * self.l2_bytes // 4, dtype=torch_module.int32, device="cuda")
+        self.hide_launch = hide_launch
+        self.spin_cycles = 0
+        self.spin_s = 0.0
+        self.cycles_per_s = self._spin_rate() if hide_launch else None
+
+    def _spin_rate(self) -> float:
+        cycles = 2_000_000
+        rates = []
+        for _ in range(3):
+            start, end = self.torch.cuda.Event(enable_timing=True), self.torch.cuda.Event(enable_timing=True)
+            start.record()
+            self.torch.cuda._sleep(cycles)
+            end.record()
+            end.synchronize()
+            rates.append(cycles / (start.elapsed_time(end) / 1e3))
+        return percentile(rates, 50)
+
+    def calibrate(self, fns: Sequence[Callable[[], object]]) -> None:
+        """Sizes the spin kernel: 1.5x the slowest host dispatch time of ``fns`` plus 20 us (at most 20 ms)."""
+        if not self.hide_launch or not fns:
+            return
+        slowest = 0.0
+        for fn in fns:
+            host = []
+            for _ in range(3):
+                self.torch.cuda.synchronize()
+                start = time.perf_counter()
+                fn()
+                host.append(time.perf_counter() - start)
+            slowest = max(slowest, percentile(host, 50))
+        self.torch.cuda.synchronize()
+        self.spin_s = min(1.5 * slowest + 20e-6, 20e-3)
+        self.spin_cycles = int(self.spin_s * self.cycles_per_s)
 
     def prepare(self) -> None:
         self.flush_buffer.zero_()
+        if self.spin_cycles:
+            self.torch.cuda._sleep(self.spin_cycles)
 
     def measure(self, fn: Callable[[], object]):
         start = self.torch.cuda.Event(enable_timing=True)
@@ -371,6 +409,9 @@ def run_interleaved(variants: Sequence[Variant], reps: int, warmup: int, timer,
                 except Exception as error:
                     variant.error = _error_text(error)
     timer.sync()
+    calibrate = getattr(timer, "calibrate", None)
+    if calibrate is not None:
+        calibrate([v.fn for v in variants if v.ok])
     names = [v.name for v in variants if v.ok]
     by_name = {v.name: v for v in variants}
     gc_was_enabled = gc.isenabled()
@@ -413,6 +454,12 @@ def short_name(text: str) -> str:
 
 
 def git_revision() -> Optional[str]:
+    """HEAD of the source checkout (+"-dirty"), else $SQUEEZEAE_GIT_REVISION (for copies without .git)."""
+    found = _git_head()
+    return found or os.environ.get("SQUEEZEAE_GIT_REVISION") or None
+
+
+def _git_head() -> Optional[str]:
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     try:
         rev = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True, text=True,
@@ -469,7 +516,7 @@ def measure_copy_bandwidth(torch, device: str, megabytes: int = 256, reps: int =
     elements = megabytes * 2**20 // 4
     src = torch.rand(elements, device=device)
     dst = torch.empty_like(src)
-    timer = CudaTimer(torch) if device == "cuda" else CpuTimer()
+    timer = CudaTimer(torch, hide_launch=False) if device == "cuda" else CpuTimer()
     for _ in range(3):
         dst.copy_(src)
     timer.sync()
@@ -817,6 +864,7 @@ def environment_lines(results: dict) -> List[str]:
         f"{'forward+backward' if cfg['backward'] else 'forward'}, up to {cfg['reps']} reps (row budget "
         f"{cfg.get('row_budget_s')} s) after {cfg['warmup']} warm-up calls, variants interleaved",
         f"- measured copy bandwidth: {_fmt_num(bw.get('GBps'))} GB/s ({bw.get('method', 'n/a')})",
+        f"- timing: {cfg.get('timing')}",
     ]
 
 
@@ -918,6 +966,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="timed repetitions per variant (default 30 on cpu, 100 on cuda)")
     parser.add_argument("--warmup", type=int, default=None,
                         help="warm-up calls per variant (default 3 on cpu, 10 on cuda)")
+    parser.add_argument("--launch-overhead", action="store_true",
+                        help="cuda: count the host's dispatch time (no spin kernel before the timed call), as an "
+                             "eager program with a starved GPU sees it")
     parser.add_argument("--row-budget", type=float, default=None, metavar="SECONDS",
                         help="stop a row's repetitions early (after at least 5) once its timing loop has run "
                              "this long; 0 = never (default 6 on cpu, 10 on cuda); JSON records the reps done")
@@ -941,6 +992,7 @@ def canonical_command(args) -> str:
     parts += ["--backward"] if args.backward else []
     parts += ["--compile"] if args.compile else []
     parts += ["--threads", str(args.threads)] if args.threads else []
+    parts += ["--launch-overhead"] if getattr(args, "launch_overhead", False) else []
     parts += ["--reps", str(args.reps), "--warmup", str(args.warmup), "--row-budget", f"{args.row_budget:g}"]
     for option in ("json", "markdown", "plot"):
         if getattr(args, option):
@@ -1004,7 +1056,12 @@ def _run(args) -> int:
               "row_budget_s": args.row_budget, "model": args.model,
               "command": canonical_command(args), "argv": list(sys.argv)}
     bandwidth = measure_copy_bandwidth(torch, device)
-    timer = CudaTimer(torch) if device == "cuda" else CpuTimer()
+    timer = CudaTimer(torch, hide_launch=not args.launch_overhead) if device == "cuda" else CpuTimer()
+    config["timing"] = (
+        "CUDA events around each call; before it, outside the events, an L2 flush (2x L2 written)"
+        + ("" if args.launch_overhead else " and a spin kernel covering the host's dispatch time, so host "
+           "overhead between launches is not counted") if device == "cuda" else
+        "time.perf_counter around each call")
 
     batches = sorted({1, args.batch}) if args.model else []
     total = (len(plan) if plan else len(batches)) * args.reps
@@ -1027,6 +1084,8 @@ def _run(args) -> int:
                             on_rep=(lambda: bar.update(1)) if bar is not None else None,
                             budget_s=args.row_budget or None)
             results_rows.append(row_result(row, bandwidth["GBps"]))
+            if device == "cuda":
+                results_rows[-1]["cuda_spin_before_call_us"] = timer.spin_s * 1e6
             row.variants = []  # free the inputs before the next row
             if device == "cuda":
                 torch.cuda.empty_cache()
