@@ -58,9 +58,10 @@ __device__ __forceinline__ T zero_value() {
   return from_acc<T>(0.0f);
 }
 
+// NaN propagates, as in torch.relu.
 template <typename A>
 __device__ __forceinline__ A relu_acc(A v) {
-  return v > A(0) ? v : A(0);
+  return v < A(0) ? A(0) : v;
 }
 
 // Eight consecutive values from shared memory; `p` is 32-byte aligned (float: two 16-byte loads).
