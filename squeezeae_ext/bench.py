@@ -836,6 +836,11 @@ def summary_lines(results: dict) -> List[str]:
         if reason not in seen:
             seen.add(reason)
             lines.append(f"n/a: {failure}")
+    compiles = [v["compile_s"] for r in results["rows"] for name, v in r["variants"].items()
+                if name == "compiled" and v.get("compile_s")]
+    if compiles:
+        lines.append(f"torch.compile first calls (compile, not in the timings): {len(compiles)} rows, "
+                     f"{min(compiles):.1f}-{max(compiles):.1f} s each, {sum(compiles):.0f} s in all")
     total = summary.get("all", {})
     if "eager" in total:
         e = total["eager"]
