@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# The CPU results: squeezeae bench for every op (squeezenet1_1 shapes, 224 input, float32) at batch 1 and 8,
+# NCHW and channels_last, forward and (batch 8) forward+backward, plus the whole squeezenet1_1 before/after
+# convert(), writing JSON + markdown per run into OUT_DIR (default benchmarks/results), named by CPU.
+#
+#   bash benchmarks/cpu_report.sh [OUT_DIR]
+#
+# Benchmarks on a shared machine are only as good as its quietest moment: the script waits (up to
+# WAIT_S seconds, default 600) for the 1-minute load average to fall under MAX_LOAD (default 1.5) before each
+# run, and each JSON records the load average at its start. THREADS (default 2) sets torch's thread count.
+set -u -o pipefail
+cd "$(dirname "$0")/.."
+OUT=${1:-benchmarks/results}
+THREADS=${THREADS:-2}
+MAX_LOAD=${MAX_LOAD:-1.5}
+WAIT_S=${WAIT_S:-600}
+PY=${PYTHON:-python}
+mkdir -p "$OUT"
+cpu=$($PY -c "from squeezeae_ext.bench import cpu_model, short_name; print(short_name(cpu_model()))")
+FAILED=0
+
+quiet() {
+    local waited=0
+    while awk -v max="$MAX_LOAD" '{ exit !($1 >= max) }' /proc/loadavg && [ "$waited" -lt "$WAIT_S" ]; do
+        sleep 10
+        waited=$((waited + 10))
+    done
+    echo "load average: $(cut -d' ' -f1-3 /proc/loadavg) (waited ${waited}s)"
+}
+
+run() {  # run NAME OPTIONS...
+    local name=$1
+    shift
+    quiet
+    echo "== cpu-$cpu-$name"
+    $PY -m squeezeae_ext bench --device cpu --threads "$THREADS" --quiet \
+        --json "$OUT/cpu-$cpu-$name.json" --markdown "$OUT/cpu-$cpu-$name.md" "$@" | tail -n 4 || FAILED=1
+}
+
+run fp32-b1-nchw --op all --batch 1 --layout nchw
+run fp32-b1-channels_last --op all --batch 1 --layout channels_last
+run fp32-b8-nchw --op all --batch 8 --layout nchw
+run fp32-b8-channels_last --op all --batch 8 --layout channels_last
+run fp32-b8-nchw-backward --op all --batch 8 --layout nchw --backward
+run fp32-b8-channels_last-backward --op all --batch 8 --layout channels_last --backward
+run model-fp32-channels_last --model squeezenet1_1 --batch 8 --layout channels_last
+run model-fp32-nchw --model squeezenet1_1 --batch 8 --layout nchw
+
+echo
+$PY -m squeezeae_ext.bench --summarize "$OUT"/cpu-"$cpu"-*.json
+exit "$FAILED"
