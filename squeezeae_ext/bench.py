@@ -904,13 +904,14 @@ def write_plot(results: dict, path: str) -> Optional[str]:
         return "matplotlib is not installed: --plot skipped (pip install matplotlib)"
     rows = results["rows"]
     labels = [f"{r['op']}\n{r['name']}" for r in rows]
-    series = [(name, [r[f"speedup_vs_{name}"] or 0 for r in rows]) for name in ("eager", "compiled")
+    series = [(name, [r[f"speedup_vs_{name}"] or float("nan") for r in rows]) for name in ("eager", "compiled")
               if any(r[f"speedup_vs_{name}"] for r in rows)]
     fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(rows) + 2), 4.5))
     width = 0.8 / max(1, len(series))
     for number, (name, values) in enumerate(series):
         ax.bar([i + number * width for i in range(len(rows))], values, width, label=f"fused vs {name}")
     ax.axhline(1.0, color="black", linewidth=0.8)
+    ax.set_yscale("log")  # speedups are ratios: 2x and 0.5x sit equally far from 1
     ax.set_xticks([i + width * (len(series) - 1) / 2 for i in range(len(rows))])
     ax.set_xticklabels(labels, fontsize=7, rotation=90)
     ax.set_ylabel("speedup (median time ratio)")
