@@ -929,6 +929,7 @@ def write_plot(results: dict, path: str) -> Optional[str]:
 def summarize_files(paths: Sequence[str]) -> str:
     """One line per JSON result file: configuration and per-op geomean/min speedups (for gpu_report.sh)."""
     lines = []
+    combined = {}
     for path in paths:
         try:
             with open(path) as f:
@@ -948,6 +949,17 @@ def summarize_files(paths: Sequence[str]) -> str:
             parts.append(text if entry else f"{group} n/a")
         bw = (results.get("copy_bandwidth") or {}).get("GBps")
         lines.append(f"{head} copy {_fmt_num(bw)} GB/s | " + " | ".join(parts))
+        for r in results["rows"]:
+            mode = "fwd+bwd" if cfg["backward"] else "fwd"
+            combined.setdefault((r["op"], mode), []).append(
+                (r["speedup_vs_eager"], f"{os.path.basename(path)}:{r['name']}"))
+    if len(paths) > 1:
+        for (op, mode), pairs in sorted(combined.items()):
+            measured = [p for p in pairs if p[0]]
+            if measured:
+                worst = min(measured)
+                lines.append(f"all files, {op} {mode}: fused vs eager geomean {geomean([p[0] for p in measured]):.2f}x "
+                             f"over {len(measured)} rows, min {worst[0]:.2f}x ({worst[1]})")
     return "\n".join(lines)
 
 
