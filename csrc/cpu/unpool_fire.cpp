@@ -33,7 +33,7 @@ struct UnpoolRowLoader {
   Strides4 in_st, idx_st;
   int64_t C;
   PoolGeometry pool;
-  void operator()(int64_t n, int64_t g0, int64_t g1, acc_t* dst) const {
+  const acc_t* operator()(int64_t n, int64_t g0, int64_t g1, acc_t* dst) const {
     const int64_t W = pool.out_w;
     std::fill(dst, dst + (g1 - g0) * W * C, acc_t(0));
     const auto rows = pool.pooled_rows_for(g0, g1);
@@ -45,6 +45,7 @@ struct UnpoolRowLoader {
           if (row >= g0 && row < g1)
             dst[((row - g0) * W + index % W) * C + c] = static_cast<acc_t>(input[in_st.at(n, c, ph, pw)]);
         }
+    return dst;
   }
 };
 
