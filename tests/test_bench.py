@@ -212,7 +212,7 @@ def test_cli_max_unpool2d_json(tmp_path, capsys):
     assert "squeezeae bench --op max_unpool2d" in md and "| op | layer |" in md
     path = str(tmp_path / "bench.json")
     summary = bench.summarize_files([path, path]).splitlines()
-    assert summary[0].startswith("all ") and "max_unpool2d" in summary[0]
+    assert summary[0].startswith("max_unpool2d float32") and "copy" in summary[0]
     assert summary[-1].startswith("all files, max_unpool2d fwd: fused vs eager geomean") and "over 4 rows" in summary[-1]
 
 
