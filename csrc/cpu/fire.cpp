@@ -1,5 +1,6 @@
-// squeezeae::fire and fire_backward on the CPU: the tile engine of fire_tiles.h with a strided row loader
-// (any layout and dtype in, converted per tile) and a strided store into the output's channel slices.
+// squeezeae::fire and fire_backward on the CPU: the tile engine of fire_tiles.h, pixel-major tiles for
+// channels_last (and other channels-innermost) inputs, planar tiles (fire_tiles_planar.h) for NCHW-like ones,
+// so neither layout is ever transposed as a whole.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <torch/library.h>
@@ -8,15 +9,17 @@
 
 #include "checks.h"
 #include "cpu/fire_tiles.h"
+#include "cpu/fire_tiles_planar.h"
 #include "shapes.h"
 
 namespace squeezeae {
 namespace {
 
 using OptTensor = std::optional<at::Tensor>;
+using cpu::Strides4;
 
-template <typename scalar_t>
-using acc_type_for = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
+using cpu::acc_type_for;
+using cpu::use_planar_tiles;
 
 at::Tensor fire_cpu(const at::Tensor& x, const at::Tensor& squeeze_weight, const OptTensor& squeeze_bias,
                     const at::Tensor& expand1x1_weight, const OptTensor& expand1x1_bias,
@@ -27,14 +30,25 @@ at::Tensor fire_cpu(const at::Tensor& x, const at::Tensor& squeeze_weight, const
   if (output.numel() == 0) return output;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "fire_cpu", [&] {
     using acc_t = acc_type_for<scalar_t>;
-    const auto weights = cpu::pack_fire_weights<acc_t>(d, squeeze_weight, squeeze_bias, expand1x1_weight,
-                                                       expand1x1_bias, expand3x3_weight, expand3x3_bias, false);
+    const auto w = cpu::pack_fire_weights<acc_t>(d, squeeze_weight, squeeze_bias, expand1x1_weight, expand1x1_bias,
+                                                 expand3x3_weight, expand3x3_bias);
     const cpu::TileGrid grid = cpu::make_tile_grid(d.batch, d.height, d.width);
-    const cpu::StridedRowLoader<scalar_t, acc_t> load{x.const_data_ptr<scalar_t>(), cpu::Strides4(x), d.in_channels,
-                                                      d.width};
-    const cpu::ActivationStore<scalar_t, acc_t> store{output.mutable_data_ptr<scalar_t>(), cpu::Strides4(output),
-                                                      weights.p(weights.expand_bias), d.out_channels(), d.width};
-    cpu::fire_forward(weights, grid, load, store);
+    const scalar_t* in = x.const_data_ptr<scalar_t>();
+    scalar_t* out = output.mutable_data_ptr<scalar_t>();
+    const acc_t* bias = w.p(w.expand_bias);
+    if (use_planar_tiles(x)) {
+      const cpu::PlanarRowLoader<scalar_t, acc_t> load{in, Strides4(x), d.in_channels, d.width};
+      const cpu::PlanarActivationStore<scalar_t, acc_t> store{out, Strides4(output), bias, d.out_channels(), d.width};
+      cpu::fire_forward(w, grid, [&](int64_t n, int64_t r0, int64_t r1, cpu::TileBuffers<acc_t>& buf) {
+        cpu::fire_forward_tile_planar(w, grid, n, r0, r1, buf, load, store);
+      });
+    } else {
+      const cpu::StridedRowLoader<scalar_t, acc_t> load{in, Strides4(x), d.in_channels, d.width};
+      const cpu::ActivationStore<scalar_t, acc_t> store{out, Strides4(output), bias, d.out_channels(), d.width};
+      cpu::fire_forward(w, grid, [&](int64_t n, int64_t r0, int64_t r1, cpu::TileBuffers<acc_t>& buf) {
+        cpu::fire_forward_tile(w, grid, n, r0, r1, buf, load, store);
+      });
+    }
   });
   return output;
 }
@@ -47,26 +61,38 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   at::Tensor grad_x = empty_like_layout(x, x.sizes());
   std::vector<at::Tensor> weight_grads;
   if (d.batch * d.height * d.width == 0) {
-    for (const at::Tensor* w : {&squeeze_weight, &expand1x1_weight, &expand3x3_weight}) {
-      weight_grads.push_back(at::zeros_like(*w, at::MemoryFormat::Contiguous));
-      weight_grads.push_back(at::zeros({w->size(0)}, w->options()));
-    }
+    weight_grads = cpu::zero_weight_grads(squeeze_weight, expand1x1_weight, expand3x3_weight);
   } else {
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "fire_backward_cpu", [&] {
       using acc_t = acc_type_for<scalar_t>;
-      const auto weights = cpu::pack_fire_weights<acc_t>(d, squeeze_weight, squeeze_bias, expand1x1_weight,
-                                                         std::nullopt, expand3x3_weight, std::nullopt, true);
+      const auto w = cpu::pack_fire_weights<acc_t>(d, squeeze_weight, squeeze_bias, expand1x1_weight, std::nullopt,
+                                                   expand3x3_weight, std::nullopt);
       const cpu::TileGrid grid = cpu::make_tile_grid(d.batch, d.height, d.width);
-      const cpu::StridedRowLoader<scalar_t, acc_t> load{x.const_data_ptr<scalar_t>(), cpu::Strides4(x),
-                                                        d.in_channels, d.width};
-      const cpu::MaskedGradLoader<scalar_t, acc_t> load_grad{grad_output.const_data_ptr<scalar_t>(),
-                                                             output.const_data_ptr<scalar_t>(),
-                                                             cpu::Strides4(grad_output), cpu::Strides4(output),
-                                                             d.width};
-      const cpu::StridedRowSink<scalar_t, acc_t> sink{grad_x.mutable_data_ptr<scalar_t>(), cpu::Strides4(grad_x),
-                                                      d.in_channels, d.width};
-      const at::Tensor flat = cpu::fire_backward(weights, grid, load, load_grad, sink);
-      weight_grads = cpu::unpack_weight_grads(flat, d, squeeze_weight.scalar_type());
+      const scalar_t* in = x.const_data_ptr<scalar_t>();
+      const scalar_t* go = grad_output.const_data_ptr<scalar_t>();
+      const scalar_t* out = output.const_data_ptr<scalar_t>();
+      scalar_t* gx = grad_x.mutable_data_ptr<scalar_t>();
+      const Strides4 go_st(grad_output), out_st(output);
+      const bool planar = use_planar_tiles(x);
+      at::Tensor flat;
+      if (planar) {
+        const cpu::PlanarRowLoader<scalar_t, acc_t> load{in, Strides4(x), d.in_channels, d.width};
+        const cpu::PlanarMaskedGradLoader<scalar_t, acc_t> load_grad{go, out, go_st, out_st, d.out_channels(), d.width};
+        const cpu::PlanarRowSink<scalar_t, acc_t> sink{gx, Strides4(grad_x), d.in_channels, d.width};
+        flat = cpu::fire_backward(w, grid, [&](int64_t n, int64_t r0, int64_t r1, cpu::TileBuffers<acc_t>& buf,
+                                               cpu::GradParts<acc_t>& parts) {
+          cpu::fire_backward_tile_planar(w, grid, n, r0, r1, buf, parts, load, load_grad, sink);
+        });
+      } else {
+        const cpu::StridedRowLoader<scalar_t, acc_t> load{in, Strides4(x), d.in_channels, d.width};
+        const cpu::MaskedGradLoader<scalar_t, acc_t> load_grad{go, out, go_st, out_st, d.width};
+        const cpu::StridedRowSink<scalar_t, acc_t> sink{gx, Strides4(grad_x), d.in_channels, d.width};
+        flat = cpu::fire_backward(w, grid, [&](int64_t n, int64_t r0, int64_t r1, cpu::TileBuffers<acc_t>& buf,
+                                               cpu::GradParts<acc_t>& parts) {
+          cpu::fire_backward_tile(w, grid, n, r0, r1, buf, parts, load, load_grad, sink);
+        });
+      }
+      weight_grads = cpu::unpack_weight_grads(flat, d, squeeze_weight.scalar_type(), planar);
     });
   }
   return {grad_x,          weight_grads[0], weight_grads[1], weight_grads[2],

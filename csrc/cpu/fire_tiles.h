@@ -42,18 +42,40 @@ struct Strides4 {
   int64_t at(int64_t in, int64_t ic, int64_t ih, int64_t iw) const { return in * n + ic * c + ih * h + iw * w; }
 };
 
-// Weights repacked once per call, in the accumulation type, in the orientation each GEMM wants.
+template <typename scalar_t>
+using acc_type_for = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
+
+// NCHW-like inputs take the planar tiles, channels_last the pixel-major ones (the output follows the input).
+inline bool use_planar_tiles(const at::Tensor& x) {
+  return x.suggest_memory_format() != at::MemoryFormat::ChannelsLast;
+}
+
+// The weight gradients of a Fire that saw no pixels.
+inline std::vector<at::Tensor> zero_weight_grads(const at::Tensor& squeeze_weight, const at::Tensor& expand1x1_weight,
+                                                 const at::Tensor& expand3x3_weight) {
+  std::vector<at::Tensor> grads;
+  for (const at::Tensor* w : {&squeeze_weight, &expand1x1_weight, &expand3x3_weight}) {
+    grads.push_back(at::zeros_like(*w, at::MemoryFormat::Contiguous));
+    grads.push_back(at::zeros({w->size(0)}, w->options()));
+  }
+  return grads;
+}
+
+// Weights repacked once per call, in the accumulation type, in the orientation each GEMM wants: the
+// pixel-major tiles (channels_last) multiply activations [pixels, channels] by [in, out] weights, the planar
+// tiles (NCHW) multiply [out, in] weights by activations [channels, pixels].
 template <typename acc_t>
 struct FireWeights {
   int64_t C = 0, S = 0, E1 = 0, E3 = 0;
-  at::Tensor squeeze_t;     // [C, S]        forward B of the squeeze
-  at::Tensor expand1x1_t;   // [S, E1]       forward B of expand1x1
-  at::Tensor expand3x3_t;   // [9, S, E3]    forward B of each 3x3 tap
-  at::Tensor squeeze_bias;  // [S]
-  at::Tensor expand_bias;   // [E1 + E3]
-  at::Tensor squeeze;       // [S, C]        backward: input gradient
-  at::Tensor expand1x1;     // [E1, S]       backward: squeeze gradient from expand1x1
-  at::Tensor expand3x3;     // [9, E3, S]    backward: squeeze gradient from each 3x3 tap
+  at::Tensor squeeze_t;      // [C, S]
+  at::Tensor expand1x1_t;    // [S, E1]
+  at::Tensor expand3x3_t;    // [9, S, E3]  (= [9 * S, E3], the im2col GEMM's B)
+  at::Tensor squeeze;        // [S, C]
+  at::Tensor expand1x1;      // [E1, S]
+  at::Tensor expand3x3;      // [9, E3, S]
+  at::Tensor expand3x3_rows; // [E3, 9 * S] (planar im2col GEMM's A)
+  at::Tensor squeeze_bias;   // [S]
+  at::Tensor expand_bias;    // [E1 + E3]
 
   int64_t E() const { return E1 + E3; }
   const acc_t* p(const at::Tensor& t) const { return t.const_data_ptr<acc_t>(); }
@@ -70,7 +92,7 @@ FireWeights<acc_t> pack_fire_weights(const FireDims& d, const at::Tensor& squeez
                                      const at::Tensor& expand1x1_weight,
                                      const std::optional<at::Tensor>& expand1x1_bias,
                                      const at::Tensor& expand3x3_weight,
-                                     const std::optional<at::Tensor>& expand3x3_bias, bool for_backward) {
+                                     const std::optional<at::Tensor>& expand3x3_bias) {
   const auto dtype = c10::CppTypeToScalarType<acc_t>::value;
   FireWeights<acc_t> w;
   w.C = d.in_channels;
@@ -83,13 +105,12 @@ FireWeights<acc_t> pack_fire_weights(const FireDims& d, const at::Tensor& squeez
   w.squeeze_t = sq.t().contiguous();
   w.expand1x1_t = e1.t().contiguous();
   w.expand3x3_t = e3.permute({2, 3, 1, 0}).reshape({9, w.S, w.E3}).contiguous();
+  w.squeeze = sq.contiguous();
+  w.expand1x1 = e1.contiguous();
+  w.expand3x3 = e3.permute({2, 3, 0, 1}).reshape({9, w.E3, w.S}).contiguous();
+  w.expand3x3_rows = e3.permute({0, 2, 3, 1}).reshape({w.E3, 9 * w.S}).contiguous();
   w.squeeze_bias = bias_or_zeros(squeeze_bias, w.S, dtype);
   w.expand_bias = at::cat({bias_or_zeros(expand1x1_bias, w.E1, dtype), bias_or_zeros(expand3x3_bias, w.E3, dtype)});
-  if (for_backward) {
-    w.squeeze = sq.contiguous();
-    w.expand1x1 = e1.contiguous();
-    w.expand3x3 = e3.permute({2, 3, 0, 1}).reshape({9, w.E3, w.S}).contiguous();
-  }
   return w;
 }
 
@@ -123,7 +144,7 @@ struct TileBuffers {
   std::vector<acc_t> x, squeeze_acc, spad;
   const acc_t* x_rows = nullptr;                                     // the loaded rows: x.data() or the input
   std::vector<acc_t> im2col, out;                                    // forward
-  std::vector<acc_t> spad_t, grad, grad_squeeze, grad_squeeze_dense, x_t, grad_x;  // backward
+  std::vector<acc_t> spad_t, grad, grad_squeeze, grad_squeeze_dense, x_t, grad_x, grad_squeeze_t;  // backward
   TileBuffers(const TileGrid& g, int64_t C, int64_t S, int64_t E, bool backward) {
     const int64_t halo_pixels = (g.rows + 2) * g.width;
     x.resize(halo_pixels * C);
@@ -140,6 +161,7 @@ struct TileBuffers {
       grad_squeeze_dense.resize(dense * S);
       x_t.resize(C * dense);
       grad_x.resize(dense * C);
+      grad_squeeze_t.resize(dense * S);
     }
   }
 };
@@ -198,15 +220,17 @@ void fire_forward_tile(const FireWeights<acc_t>& w, const TileGrid& g, int64_t n
 // Gradient accumulators of one chunk of tiles, transposed like the forward B operands.
 template <typename acc_t>
 struct GradParts {
-  acc_t *squeeze_t, *expand1x1_t, *expand3x3_t, *squeeze_bias, *expand_bias;  // [C,S] [S,E1] [9,S,E3] [S] [E]
+  // squeeze_t [C, S]; expand1x1 [S, E1] pixel-major or [E1, S] planar; expand3x3 [9, S, E3] pixel-major or
+  // [9, E3, S] planar; squeeze_bias [S]; expand_bias [E1 + E3].
+  acc_t *squeeze_t, *expand1x1, *expand3x3, *squeeze_bias, *expand_bias;
   static int64_t size(int64_t C, int64_t S, int64_t E1, int64_t E3) {
     return C * S + S * E1 + 9 * S * E3 + S + E1 + E3;
   }
   GradParts(acc_t* base, int64_t C, int64_t S, int64_t E1, int64_t E3) {
     squeeze_t = base;
-    expand1x1_t = squeeze_t + C * S;
-    expand3x3_t = expand1x1_t + S * E1;
-    squeeze_bias = expand3x3_t + 9 * S * E3;
+    expand1x1 = squeeze_t + C * S;
+    expand3x3 = expand1x1 + S * E1;
+    squeeze_bias = expand3x3 + 9 * S * E3;
     expand_bias = squeeze_bias + S;
   }
 };
@@ -250,11 +274,11 @@ void fire_backward_tile(const FireWeights<acc_t>& w, const TileGrid& g, int64_t 
   acc_t* spad_t = buf.spad_t.data();
   for (int64_t p = 0; p < padded_pixels; ++p)
     for (int64_t s = 0; s < S; ++s) spad_t[s * padded_pixels + p] = spad[p * S + s];
-  gemm<acc_t>(S, E1, flat, spad_t + centre, padded_pixels, grad + centre * E, E, parts.expand1x1_t, E1, true);
+  gemm<acc_t>(S, E1, flat, spad_t + centre, padded_pixels, grad + centre * E, E, parts.expand1x1, E1, true);
   for (int64_t tap = 0; tap < 9; ++tap) {
     const int64_t shift = (tap / 3 - 1) * PW + (tap % 3 - 1);
     gemm<acc_t>(S, E3, flat, spad_t + centre + shift, padded_pixels, grad + centre * E + E1, E,
-                parts.expand3x3_t + tap * S * E3, E3, true);
+                parts.expand3x3 + tap * S * E3, E3, true);
   }
 
   // Dense squeeze gradient of the tile's own pixels -> squeeze bias/weight gradients and the input gradient.
@@ -271,23 +295,24 @@ void fire_backward_tile(const FireWeights<acc_t>& w, const TileGrid& g, int64_t 
   sink(n, r0, r1, static_cast<const acc_t*>(buf.grad_x.data()));
 }
 
-template <typename acc_t, typename Loader, typename Store>
-void fire_forward(const FireWeights<acc_t>& w, const TileGrid& g, const Loader& load, const Store& store) {
+// Runs tile(n, r0, r1, buffers) over every tile, in parallel.
+template <typename acc_t, typename TileFn>
+void fire_forward(const FireWeights<acc_t>& w, const TileGrid& g, const TileFn& tile) {
   at::parallel_for(0, g.tiles(), 1, [&](int64_t begin, int64_t end) {
     TileBuffers<acc_t> buf(g, w.C, w.S, w.E(), /*backward=*/false);
     for (int64_t t = begin; t < end; ++t) {
       const int64_t n = t / g.tiles_per_image, r0 = (t % g.tiles_per_image) * g.rows;
-      fire_forward_tile(w, g, n, r0, std::min(r0 + g.rows, g.height), buf, load, store);
+      tile(n, r0, std::min(r0 + g.rows, g.height), buf);
     }
     gemm_release();
   });
 }
 
-// Weight gradients in the accumulation type, summed over a fixed number of chunks of tiles (independent of
-// the thread count) and reduced in chunk order. Returns [C*S | S*E1 | 9*S*E3 | S | E1+E3] as one flat tensor.
-template <typename acc_t, typename Loader, typename GradLoader, typename Sink>
-at::Tensor fire_backward(const FireWeights<acc_t>& w, const TileGrid& g, const Loader& load,
-                         const GradLoader& load_grad, const Sink& sink) {
+// Runs tile(n, r0, r1, buffers, parts) over every tile; weight gradients in the accumulation type are summed
+// over a fixed number of chunks of tiles (independent of the thread count) and reduced in chunk order.
+// Returns [C*S | S*E1 | 9*S*E3 | S | E1+E3] as one flat tensor (see GradParts for each block's orientation).
+template <typename acc_t, typename TileFn>
+at::Tensor fire_backward(const FireWeights<acc_t>& w, const TileGrid& g, const TileFn& tile) {
   constexpr int64_t kChunks = 32;
   const auto dtype = c10::CppTypeToScalarType<acc_t>::value;
   const int64_t size = GradParts<acc_t>::size(w.C, w.S, w.E1, w.E3);
@@ -301,7 +326,7 @@ at::Tensor fire_backward(const FireWeights<acc_t>& w, const TileGrid& g, const L
       const int64_t t0 = chunk * g.tiles() / chunks, t1 = (chunk + 1) * g.tiles() / chunks;
       for (int64_t t = t0; t < t1; ++t) {
         const int64_t n = t / g.tiles_per_image, r0 = (t % g.tiles_per_image) * g.rows;
-        fire_backward_tile(w, g, n, r0, std::min(r0 + g.rows, g.height), buf, parts, load, load_grad, sink);
+        tile(n, r0, std::min(r0 + g.rows, g.height), buf, parts);
       }
     }
     gemm_release();
@@ -320,7 +345,9 @@ at::Tensor fire_backward(const FireWeights<acc_t>& w, const TileGrid& g, const L
 
 // The flat gradient of fire_backward as (grad_squeeze_weight, grad_squeeze_bias, grad_expand1x1_weight,
 // grad_expand1x1_bias, grad_expand3x3_weight, grad_expand3x3_bias) in the weights' dtype and shapes.
-inline std::vector<at::Tensor> unpack_weight_grads(const at::Tensor& flat, const FireDims& d, at::ScalarType dtype) {
+// `planar`: the expand blocks are [E1, S] and [9, E3, S] (planar tiles) instead of [S, E1] and [9, S, E3].
+inline std::vector<at::Tensor> unpack_weight_grads(const at::Tensor& flat, const FireDims& d, at::ScalarType dtype,
+                                                   bool planar) {
   const int64_t C = d.in_channels, S = d.squeeze, E1 = d.expand1x1, E3 = d.expand3x3;
   int64_t offset = 0;
   auto take = [&](int64_t count) {
@@ -329,8 +356,9 @@ inline std::vector<at::Tensor> unpack_weight_grads(const at::Tensor& flat, const
     return part;
   };
   at::Tensor gsq = take(C * S).view({C, S}).t().reshape({S, C, 1, 1});
-  at::Tensor ge1 = take(S * E1).view({S, E1}).t().reshape({E1, S, 1, 1});
-  at::Tensor ge3 = take(9 * S * E3).view({3, 3, S, E3}).permute({3, 2, 0, 1});
+  at::Tensor ge1 = planar ? take(S * E1).view({E1, S, 1, 1}) : take(S * E1).view({S, E1}).t().reshape({E1, S, 1, 1});
+  at::Tensor ge3 = planar ? take(9 * S * E3).view({3, 3, E3, S}).permute({2, 3, 0, 1})
+                          : take(9 * S * E3).view({3, 3, S, E3}).permute({3, 2, 0, 1});
   at::Tensor gsb = take(S);
   at::Tensor gb = take(E1 + E3);
   // copy=true: the outputs must not alias the flat buffer or each other.

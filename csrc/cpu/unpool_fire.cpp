@@ -1,16 +1,15 @@
-// squeezeae::unpool_fire and unpool_fire_backward on the CPU: the Fire tile engine (fire_tiles.h) whose row
-// loader *is* the unpooling: a tile's input rows are zero-filled and the pooled elements pointing into them
-// are scattered in, so the unpooled tensor exists only one tile at a time, in cache. The input gradient is
-// the matching gather: each pooled element reads the unpooled-input gradient at its index, from the one tile
-// whose rows hold that index.
+// squeezeae::unpool_fire and unpool_fire_backward on the CPU: the Fire tile engine (fire_tiles.h,
+// fire_tiles_planar.h) whose row loader *is* the unpooling: a tile's input rows are zero-filled and the pooled
+// elements pointing into them are scattered in, so the unpooled tensor exists only one tile at a time, in
+// cache. The input gradient is the matching gather: each pooled element reads the unpooled-input gradient at
+// its index, from the one tile whose own rows hold that index.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <torch/library.h>
 
-#include <type_traits>
-
 #include "checks.h"
 #include "cpu/fire_tiles.h"
+#include "cpu/fire_tiles_planar.h"
 #include "cpu/unpool_index.h"
 #include "shapes.h"
 
@@ -18,57 +17,72 @@ namespace squeezeae {
 namespace {
 
 using OptTensor = std::optional<at::Tensor>;
+using cpu::acc_type_for;
 using cpu::PoolGeometry;
 using cpu::Strides4;
+using cpu::use_planar_tiles;
 
-template <typename scalar_t>
-using acc_type_for = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
+// Where unpooled pixel (row, col) of channel c sits in a tile buffer of `pixels` pixels: [pixels, C]
+// (pixel-major) or [C, pixels] (planar).
+template <bool kPlanar>
+inline int64_t tile_offset(int64_t c, int64_t pixel, int64_t C, int64_t pixels) {
+  return kPlanar ? c * pixels + pixel : pixel * C + c;
+}
 
-// Unpooled rows [g0, g1) into dst[(g - g0) * W + w][c]. Pooled elements are visited in row-major order per
-// plane, so with duplicate indices the latest one wins, as in max_unpool2d.
-template <typename scalar_t, typename acc_t>
+// Visits the pooled elements of image n whose index falls in output rows [r0, r1), in row-major order per
+// plane (so with duplicate indices the latest one is visited last): fn(c, ph, pw, pixel in the band).
+template <typename Fn>
+inline void for_each_pooled_in_rows(const PoolGeometry& pool, const int64_t* indices, const Strides4& idx_st,
+                                    int64_t n, int64_t C, int64_t r0, int64_t r1, const Fn& fn) {
+  const int64_t W = pool.out_w;
+  const auto rows = pool.pooled_rows_for(r0, r1);
+  for (int64_t ph = rows.first; ph < rows.second; ++ph)
+    for (int64_t pw = 0; pw < pool.pooled_w; ++pw)
+      for (int64_t c = 0; c < C; ++c) {
+        const int64_t index = indices[idx_st.at(n, c, ph, pw)];
+        const int64_t row = index / W;
+        if (row >= r0 && row < r1) fn(c, ph, pw, (row - r0) * W + index % W);
+      }
+}
+
+template <typename scalar_t, typename acc_t, bool kPlanar>
 struct UnpoolRowLoader {
   const scalar_t* input;
   const int64_t* indices;
   Strides4 in_st, idx_st;
   int64_t C;
   PoolGeometry pool;
-  const acc_t* operator()(int64_t n, int64_t g0, int64_t g1, acc_t* dst) const {
-    const int64_t W = pool.out_w;
-    std::fill(dst, dst + (g1 - g0) * W * C, acc_t(0));
-    const auto rows = pool.pooled_rows_for(g0, g1);
-    for (int64_t ph = rows.first; ph < rows.second; ++ph)
-      for (int64_t pw = 0; pw < pool.pooled_w; ++pw)
-        for (int64_t c = 0; c < C; ++c) {
-          const int64_t index = indices[idx_st.at(n, c, ph, pw)];
-          const int64_t row = index / W;
-          if (row >= g0 && row < g1)
-            dst[((row - g0) * W + index % W) * C + c] = static_cast<acc_t>(input[in_st.at(n, c, ph, pw)]);
-        }
+  const acc_t* fill(int64_t n, int64_t g0, int64_t g1, acc_t* dst) const {
+    const int64_t pixels = (g1 - g0) * pool.out_w;
+    std::fill(dst, dst + pixels * C, acc_t(0));
+    for_each_pooled_in_rows(pool, indices, idx_st, n, C, g0, g1, [&](int64_t c, int64_t ph, int64_t pw, int64_t p) {
+      dst[tile_offset<kPlanar>(c, p, C, pixels)] = static_cast<acc_t>(input[in_st.at(n, c, ph, pw)]);
+    });
     return dst;
+  }
+  const acc_t* operator()(int64_t n, int64_t g0, int64_t g1, acc_t* dst) const { return fill(n, g0, g1, dst); }
+  const acc_t* operator()(int64_t n, int64_t g0, int64_t g1, acc_t* dst, int64_t* ld) const {
+    *ld = (g1 - g0) * pool.out_w;
+    return fill(n, g0, g1, dst);
   }
 };
 
-// grad_input[n, c, ph, pw] = grad_unpooled[n, c, index] for the indices in rows [r0, r1).
-template <typename scalar_t, typename acc_t>
+template <typename scalar_t, typename acc_t, bool kPlanar>
 struct UnpoolGradSink {
   scalar_t* grad_input;
   const int64_t* indices;
   Strides4 gi_st, idx_st;
   int64_t C;
   PoolGeometry pool;
-  void operator()(int64_t n, int64_t r0, int64_t r1, const acc_t* grad_unpooled) const {
-    const int64_t W = pool.out_w;
-    const auto rows = pool.pooled_rows_for(r0, r1);
-    for (int64_t ph = rows.first; ph < rows.second; ++ph)
-      for (int64_t pw = 0; pw < pool.pooled_w; ++pw)
-        for (int64_t c = 0; c < C; ++c) {
-          const int64_t index = indices[idx_st.at(n, c, ph, pw)];
-          const int64_t row = index / W;
-          if (row >= r0 && row < r1)
-            grad_input[gi_st.at(n, c, ph, pw)] =
-                static_cast<scalar_t>(grad_unpooled[((row - r0) * W + index % W) * C + c]);
-        }
+  void gather(int64_t n, int64_t r0, int64_t r1, const acc_t* grad_unpooled) const {
+    const int64_t pixels = (r1 - r0) * pool.out_w;
+    for_each_pooled_in_rows(pool, indices, idx_st, n, C, r0, r1, [&](int64_t c, int64_t ph, int64_t pw, int64_t p) {
+      grad_input[gi_st.at(n, c, ph, pw)] = static_cast<scalar_t>(grad_unpooled[tile_offset<kPlanar>(c, p, C, pixels)]);
+    });
+  }
+  void operator()(int64_t n, int64_t r0, int64_t r1, const acc_t* g) const { gather(n, r0, r1, g); }
+  void operator()(int64_t n, int64_t r0, int64_t r1, const acc_t* g, int64_t /*ld = pixels*/) const {
+    gather(n, r0, r1, g);
   }
 };
 
@@ -86,14 +100,28 @@ at::Tensor unpool_fire_cpu(const at::Tensor& input, const at::Tensor& indices, c
   const PoolGeometry pool = cpu::scan_pool_indices(indices, kernel_size, stride, padding, d.height, d.width);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "unpool_fire_cpu", [&] {
     using acc_t = acc_type_for<scalar_t>;
-    const auto weights = cpu::pack_fire_weights<acc_t>(d, squeeze_weight, squeeze_bias, expand1x1_weight,
-                                                       expand1x1_bias, expand3x3_weight, expand3x3_bias, false);
+    const auto w = cpu::pack_fire_weights<acc_t>(d, squeeze_weight, squeeze_bias, expand1x1_weight, expand1x1_bias,
+                                                 expand3x3_weight, expand3x3_bias);
     const cpu::TileGrid grid = cpu::make_tile_grid(d.batch, d.height, d.width);
-    const UnpoolRowLoader<scalar_t, acc_t> load{input.const_data_ptr<scalar_t>(), indices.const_data_ptr<int64_t>(),
-                                                Strides4(input), Strides4(indices), d.in_channels, pool};
-    const cpu::ActivationStore<scalar_t, acc_t> store{output.mutable_data_ptr<scalar_t>(), Strides4(output),
-                                                      weights.p(weights.expand_bias), d.out_channels(), d.width};
-    cpu::fire_forward(weights, grid, load, store);
+    const scalar_t* in = input.const_data_ptr<scalar_t>();
+    const int64_t* idx = indices.const_data_ptr<int64_t>();
+    scalar_t* out = output.mutable_data_ptr<scalar_t>();
+    const acc_t* bias = w.p(w.expand_bias);
+    if (use_planar_tiles(input)) {
+      const UnpoolRowLoader<scalar_t, acc_t, true> load{in, idx, Strides4(input), Strides4(indices), d.in_channels,
+                                                        pool};
+      const cpu::PlanarActivationStore<scalar_t, acc_t> store{out, Strides4(output), bias, d.out_channels(), d.width};
+      cpu::fire_forward(w, grid, [&](int64_t n, int64_t r0, int64_t r1, cpu::TileBuffers<acc_t>& buf) {
+        cpu::fire_forward_tile_planar(w, grid, n, r0, r1, buf, load, store);
+      });
+    } else {
+      const UnpoolRowLoader<scalar_t, acc_t, false> load{in, idx, Strides4(input), Strides4(indices), d.in_channels,
+                                                         pool};
+      const cpu::ActivationStore<scalar_t, acc_t> store{out, Strides4(output), bias, d.out_channels(), d.width};
+      cpu::fire_forward(w, grid, [&](int64_t n, int64_t r0, int64_t r1, cpu::TileBuffers<acc_t>& buf) {
+        cpu::fire_forward_tile(w, grid, n, r0, r1, buf, load, store);
+      });
+    }
   });
   return output;
 }
@@ -110,28 +138,40 @@ unpool_fire_backward_cpu(const at::Tensor& grad_output, const at::Tensor& input,
   at::Tensor grad_input = zeros_like_layout(input, input.sizes());
   std::vector<at::Tensor> weight_grads;
   if (d.batch * d.height * d.width == 0) {
-    for (const at::Tensor* w : {&squeeze_weight, &expand1x1_weight, &expand3x3_weight}) {
-      weight_grads.push_back(at::zeros_like(*w, at::MemoryFormat::Contiguous));
-      weight_grads.push_back(at::zeros({w->size(0)}, w->options()));
-    }
+    weight_grads = cpu::zero_weight_grads(squeeze_weight, expand1x1_weight, expand3x3_weight);
   } else {
     const PoolGeometry pool = cpu::scan_pool_indices(indices, kernel_size, stride, padding, d.height, d.width);
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "unpool_fire_backward_cpu", [&] {
       using acc_t = acc_type_for<scalar_t>;
-      const auto weights = cpu::pack_fire_weights<acc_t>(d, squeeze_weight, squeeze_bias, expand1x1_weight,
-                                                         std::nullopt, expand3x3_weight, std::nullopt, true);
+      const auto w = cpu::pack_fire_weights<acc_t>(d, squeeze_weight, squeeze_bias, expand1x1_weight, std::nullopt,
+                                                   expand3x3_weight, std::nullopt);
       const cpu::TileGrid grid = cpu::make_tile_grid(d.batch, d.height, d.width);
-      const UnpoolRowLoader<scalar_t, acc_t> load{input.const_data_ptr<scalar_t>(),
-                                                  indices.const_data_ptr<int64_t>(), Strides4(input),
-                                                  Strides4(indices), d.in_channels, pool};
-      const cpu::MaskedGradLoader<scalar_t, acc_t> load_grad{grad_output.const_data_ptr<scalar_t>(),
-                                                             output.const_data_ptr<scalar_t>(), Strides4(grad_output),
-                                                             Strides4(output), d.width};
-      const UnpoolGradSink<scalar_t, acc_t> sink{grad_input.mutable_data_ptr<scalar_t>(),
-                                                 indices.const_data_ptr<int64_t>(), Strides4(grad_input),
-                                                 Strides4(indices), d.in_channels, pool};
-      const at::Tensor flat = cpu::fire_backward(weights, grid, load, load_grad, sink);
-      weight_grads = cpu::unpack_weight_grads(flat, d, squeeze_weight.scalar_type());
+      const scalar_t* in = input.const_data_ptr<scalar_t>();
+      const int64_t* idx = indices.const_data_ptr<int64_t>();
+      const scalar_t* go = grad_output.const_data_ptr<scalar_t>();
+      const scalar_t* out = output.const_data_ptr<scalar_t>();
+      scalar_t* gi = grad_input.mutable_data_ptr<scalar_t>();
+      const Strides4 in_st(input), idx_st(indices), go_st(grad_output), out_st(output), gi_st(grad_input);
+      const bool planar = use_planar_tiles(input);
+      at::Tensor flat;
+      if (planar) {
+        const UnpoolRowLoader<scalar_t, acc_t, true> load{in, idx, in_st, idx_st, d.in_channels, pool};
+        const cpu::PlanarMaskedGradLoader<scalar_t, acc_t> load_grad{go, out, go_st, out_st, d.out_channels(), d.width};
+        const UnpoolGradSink<scalar_t, acc_t, true> sink{gi, idx, gi_st, idx_st, d.in_channels, pool};
+        flat = cpu::fire_backward(w, grid, [&](int64_t n, int64_t r0, int64_t r1, cpu::TileBuffers<acc_t>& buf,
+                                               cpu::GradParts<acc_t>& parts) {
+          cpu::fire_backward_tile_planar(w, grid, n, r0, r1, buf, parts, load, load_grad, sink);
+        });
+      } else {
+        const UnpoolRowLoader<scalar_t, acc_t, false> load{in, idx, in_st, idx_st, d.in_channels, pool};
+        const cpu::MaskedGradLoader<scalar_t, acc_t> load_grad{go, out, go_st, out_st, d.width};
+        const UnpoolGradSink<scalar_t, acc_t, false> sink{gi, idx, gi_st, idx_st, d.in_channels, pool};
+        flat = cpu::fire_backward(w, grid, [&](int64_t n, int64_t r0, int64_t r1, cpu::TileBuffers<acc_t>& buf,
+                                               cpu::GradParts<acc_t>& parts) {
+          cpu::fire_backward_tile(w, grid, n, r0, r1, buf, parts, load, load_grad, sink);
+        });
+      }
+      weight_grads = cpu::unpack_weight_grads(flat, d, squeeze_weight.scalar_type(), planar);
     });
   }
   return {grad_input,      weight_grads[0], weight_grads[1], weight_grads[2],

@@ -1,0 +1,216 @@
+// Planar (NCHW) tiles of the fused CPU Fire: the same algorithm as the pixel-major tiles of fire_tiles.h,
+// with every activation held as [channels, pixels] and every GEMM transposed (weights [out, in] on the left).
+// An NCHW band of rows is then already a GEMM operand (one row per channel plane, leading dimension H * W):
+// the input is read in place and the output written one contiguous row of a channel plane at a time, with no
+// transposition of the big tensors at all.
+#pragma once
+
+#include "cpu/fire_tiles.h"
+
+namespace squeezeae {
+namespace cpu {
+
+// Input rows [r0 - 1, r1 + 1) as [C, pixels] (returned with its leading dimension), squeeze + bias + ReLU into
+// buf.spad as [S, (R + 2) * (W + 2)] with a zero border. Returns the first loaded row.
+template <typename acc_t, typename Loader>
+int64_t squeeze_tile_planar(const FireWeights<acc_t>& w, const TileGrid& g, int64_t n, int64_t r0, int64_t r1,
+                            TileBuffers<acc_t>& buf, const Loader& load, int64_t* x_ld) {
+  const int64_t W = g.width, PW = g.padded_width(), S = w.S;
+  const int64_t g0 = std::max<int64_t>(r0 - 1, 0), g1 = std::min<int64_t>(r1 + 1, g.height);
+  const int64_t pixels = (g1 - g0) * W, padded_rows = (r1 - r0) + 2, padded_pixels = padded_rows * PW;
+  buf.x_rows = load(n, g0, g1, buf.x.data(), x_ld);
+  acc_t* sq = buf.squeeze_acc.data();
+  gemm<acc_t>(S, pixels, w.C, w.p(w.squeeze), w.C, buf.x_rows, *x_ld, sq, pixels, false);
+  const acc_t* bias = w.p(w.squeeze_bias);
+  for (int64_t s = 0; s < S; ++s) {
+    acc_t* plane = buf.spad.data() + s * padded_pixels;
+    for (int64_t lr = 0; lr < padded_rows; ++lr) {
+      acc_t* row = plane + lr * PW;
+      const int64_t gr = r0 - 1 + lr;
+      if (gr < g0 || gr >= g1) {
+        std::fill(row, row + PW, acc_t(0));
+        continue;
+      }
+      row[0] = row[PW - 1] = acc_t(0);
+      const acc_t* src = sq + s * pixels + (gr - g0) * W;
+      for (int64_t j = 0; j < W; ++j) row[1 + j] = std::max(src[j] + bias[s], acc_t(0));
+    }
+  }
+  return g0;
+}
+
+// `store(n, r0, r1, acc, ld, padded_width)` gets the pre-activation accumulator [E1 + E3, flat pixels].
+template <typename acc_t, typename Loader, typename Store>
+void fire_forward_tile_planar(const FireWeights<acc_t>& w, const TileGrid& g, int64_t n, int64_t r0, int64_t r1,
+                              TileBuffers<acc_t>& buf, const Loader& load, const Store& store) {
+  int64_t x_ld = 0;
+  squeeze_tile_planar(w, g, n, r0, r1, buf, load, &x_ld);
+  const int64_t PW = g.padded_width(), S = w.S, flat = g.flat_pixels(r1 - r0);
+  const int64_t padded_pixels = (r1 - r0 + 2) * PW, centre = PW + 1;
+  const acc_t* spad = buf.spad.data();
+  acc_t* out = buf.out.data();
+  gemm<acc_t>(w.E1, flat, S, w.p(w.expand1x1), S, spad + centre, padded_pixels, out, flat, false);
+  acc_t* cols = buf.im2col.data();  // [(tap, s), flat]: each row a shifted row of a squeeze plane
+  for (int64_t tap = 0; tap < 9; ++tap) {
+    const int64_t shift = (tap / 3 - 1) * PW + (tap % 3 - 1);
+    for (int64_t s = 0; s < S; ++s) {
+      const acc_t* src = spad + s * padded_pixels + centre + shift;
+      std::copy(src, src + flat, cols + (tap * S + s) * flat);
+    }
+  }
+  gemm<acc_t>(w.E3, flat, 9 * S, w.p(w.expand3x3_rows), 9 * S, cols, flat, out + w.E1 * flat, flat, false);
+  store(n, r0, r1, static_cast<const acc_t*>(out), flat, PW);
+}
+
+// `load_grad(n, g0, g1, dst, ld, padded_width)` writes grad_output * (output > 0) of rows [g0, g1) at
+// dst[e * ld + (g - g0) * padded_width + 1 + j]; `sink(n, r0, r1, grad_x, ld)` receives [C, pixels].
+template <typename acc_t, typename Loader, typename GradLoader, typename Sink>
+void fire_backward_tile_planar(const FireWeights<acc_t>& w, const TileGrid& g, int64_t n, int64_t r0, int64_t r1,
+                               TileBuffers<acc_t>& buf, GradParts<acc_t>& parts, const Loader& load,
+                               const GradLoader& load_grad, const Sink& sink) {
+  int64_t x_ld = 0;
+  const int64_t g0 = squeeze_tile_planar(w, g, n, r0, r1, buf, load, &x_ld);
+  const int64_t W = g.width, PW = g.padded_width(), C = w.C, S = w.S, E1 = w.E1, E3 = w.E3, E = w.E();
+  const int64_t R = r1 - r0, padded_pixels = (R + 2) * PW, flat = g.flat_pixels(R), dense = R * W;
+  const int64_t centre = PW + 1;
+  const acc_t* spad = buf.spad.data();
+
+  acc_t* grad = buf.grad.data();  // [E, padded pixels]
+  const int64_t gg0 = std::max<int64_t>(r0 - 1, 0), gg1 = std::min<int64_t>(r1 + 1, g.height);
+  std::fill(grad, grad + E * padded_pixels, acc_t(0));
+  load_grad(n, gg0, gg1, grad + (gg0 - (r0 - 1)) * PW, padded_pixels, PW);
+  for (int64_t e = 0; e < E; ++e) {
+    acc_t sum = 0;
+    for (int64_t i = 0; i < R; ++i) {
+      const acc_t* row = grad + e * padded_pixels + (i + 1) * PW + 1;
+      for (int64_t j = 0; j < W; ++j) sum += row[j];
+    }
+    parts.expand_bias[e] += sum;
+  }
+
+  // Squeeze gradient [S, flat]: expand1x1^T and the nine 3x3 taps, then the squeeze ReLU mask.
+  acc_t* gs = buf.grad_squeeze.data();
+  gemm<acc_t>(S, flat, E1, w.p(w.expand1x1_t), E1, grad + centre, padded_pixels, gs, flat, false);
+  for (int64_t tap = 0; tap < 9; ++tap) {
+    const int64_t shift = (tap / 3 - 1) * PW + (tap % 3 - 1);
+    gemm<acc_t>(S, flat, E3, w.p(w.expand3x3_t) + tap * S * E3, E3, grad + E1 * padded_pixels + centre - shift,
+                padded_pixels, gs, flat, true);
+  }
+  for (int64_t s = 0; s < S; ++s) {
+    const acc_t* mask = spad + s * padded_pixels + centre;
+    acc_t* row = gs + s * flat;
+    for (int64_t q = 0; q < flat; ++q)
+      if (!(mask[q] > acc_t(0))) row[q] = acc_t(0);
+  }
+
+  // Expand weight gradients [E1, S] and [9, E3, S]: gradient rows times the pixel-major squeeze tile.
+  acc_t* spad_pm = buf.spad_t.data();
+  for (int64_t s = 0; s < S; ++s)
+    for (int64_t p = 0; p < padded_pixels; ++p) spad_pm[p * S + s] = spad[s * padded_pixels + p];
+  gemm<acc_t>(E1, S, flat, grad + centre, padded_pixels, spad_pm + centre * S, S, parts.expand1x1, S, true);
+  for (int64_t tap = 0; tap < 9; ++tap) {
+    const int64_t shift = (tap / 3 - 1) * PW + (tap % 3 - 1);
+    gemm<acc_t>(E3, S, flat, grad + E1 * padded_pixels + centre, padded_pixels, spad_pm + (centre + shift) * S, S,
+                parts.expand3x3 + tap * E3 * S, S, true);
+  }
+
+  // The tile's own pixels: squeeze bias/weight gradients and the input gradient.
+  acc_t* gsd = buf.grad_squeeze_dense.data();  // [S, dense]
+  for (int64_t s = 0; s < S; ++s) {
+    acc_t sum = 0;
+    for (int64_t i = 0; i < R; ++i) {
+      const acc_t* src = gs + s * flat + i * PW;
+      std::copy(src, src + W, gsd + s * dense + i * W);
+      for (int64_t j = 0; j < W; ++j) sum += src[j];
+    }
+    parts.squeeze_bias[s] += sum;
+  }
+  acc_t* gsd_pm = buf.grad_squeeze_t.data();  // [dense, S]
+  for (int64_t s = 0; s < S; ++s)
+    for (int64_t p = 0; p < dense; ++p) gsd_pm[p * S + s] = gsd[s * dense + p];
+  gemm<acc_t>(C, S, dense, buf.x_rows + (r0 - g0) * W, x_ld, gsd_pm, S, parts.squeeze_t, S, true);
+  gemm<acc_t>(C, dense, S, w.p(w.squeeze_t), S, gsd, dense, buf.grad_x.data(), dense, false);
+  sink(n, r0, r1, static_cast<const acc_t*>(buf.grad_x.data()), dense);
+}
+
+// ------------------------------------------------------------------------------- loaders and stores
+
+// Rows [g0, g1) of a strided [N, C, H, W] tensor as [C, pixels]: the tensor itself when its planes are
+// row-contiguous in acc_t, else a converted copy in dst.
+template <typename scalar_t, typename acc_t>
+struct PlanarRowLoader {
+  const scalar_t* data;
+  Strides4 st;
+  int64_t C, W;
+  const acc_t* operator()(int64_t n, int64_t g0, int64_t g1, acc_t* dst, int64_t* ld) const {
+    const scalar_t* base = data + n * st.n;
+    if constexpr (std::is_same_v<scalar_t, acc_t>) {
+      if (st.w == 1 && st.h == W) {
+        *ld = st.c;
+        return base + g0 * st.h;
+      }
+    }
+    const int64_t pixels = (g1 - g0) * W;
+    *ld = pixels;
+    for (int64_t c = 0; c < C; ++c)
+      for (int64_t h = g0; h < g1; ++h) {
+        const scalar_t* src = base + c * st.c + h * st.h;
+        acc_t* d = dst + c * pixels + (h - g0) * W;
+        for (int64_t w = 0; w < W; ++w) d[w] = static_cast<acc_t>(src[w * st.w]);
+      }
+    return dst;
+  }
+};
+
+template <typename scalar_t, typename acc_t>
+struct PlanarMaskedGradLoader {
+  const scalar_t* grad;
+  const scalar_t* output;
+  Strides4 gs, os;
+  int64_t E, W;
+  void operator()(int64_t n, int64_t g0, int64_t g1, acc_t* dst, int64_t ld, int64_t padded_width) const {
+    for (int64_t e = 0; e < E; ++e)
+      for (int64_t h = g0; h < g1; ++h) {
+        const scalar_t* g_row = grad + gs.at(n, e, h, 0);
+        const scalar_t* o_row = output + os.at(n, e, h, 0);
+        acc_t* d = dst + e * ld + (h - g0) * padded_width + 1;
+        for (int64_t w = 0; w < W; ++w)
+          d[w] = static_cast<acc_t>(o_row[w * os.w]) > acc_t(0) ? static_cast<acc_t>(g_row[w * gs.w]) : acc_t(0);
+      }
+  }
+};
+
+template <typename scalar_t, typename acc_t>
+struct PlanarActivationStore {
+  scalar_t* data;
+  Strides4 st;
+  const acc_t* bias;
+  int64_t E, W;
+  void operator()(int64_t n, int64_t r0, int64_t r1, const acc_t* acc, int64_t ld, int64_t padded_width) const {
+    for (int64_t e = 0; e < E; ++e)
+      for (int64_t h = r0; h < r1; ++h) {
+        const acc_t* a = acc + e * ld + (h - r0) * padded_width;
+        scalar_t* d = data + st.at(n, e, h, 0);
+        const acc_t b = bias[e];
+        for (int64_t w = 0; w < W; ++w) d[w * st.w] = static_cast<scalar_t>(std::max(a[w] + b, acc_t(0)));
+      }
+  }
+};
+
+template <typename scalar_t, typename acc_t>
+struct PlanarRowSink {
+  scalar_t* data;
+  Strides4 st;
+  int64_t C, W;
+  void operator()(int64_t n, int64_t r0, int64_t r1, const acc_t* src, int64_t ld) const {
+    for (int64_t c = 0; c < C; ++c)
+      for (int64_t h = r0; h < r1; ++h) {
+        const acc_t* s = src + c * ld + (h - r0) * W;
+        scalar_t* d = data + st.at(n, c, h, 0);
+        for (int64_t w = 0; w < W; ++w) d[w * st.w] = static_cast<scalar_t>(s[w]);
+      }
+  }
+};
+
+}  // namespace cpu
+}  // namespace squeezeae
