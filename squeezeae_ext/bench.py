@@ -1094,8 +1094,14 @@ def _run(args) -> int:
         for row, item in work:
             if row is None:
                 op, shape = item
-                row = build_row(torch, op, shape, args.batch, dtype, device, layout, args.backward, args.compile,
-                                args.dtype)
+                try:
+                    row = build_row(torch, op, shape, args.batch, dtype, device, layout, args.backward,
+                                    args.compile, args.dtype)
+                except Exception as error:  # e.g. out of memory, a dtype the input pooling cannot take
+                    reason = f"building the inputs failed: {_error_text(error)}"
+                    row = Row(op, shape.name, {"N": args.batch, "C": shape.inplanes, "H": shape.height,
+                                               "W": shape.width}, [], [], None, None,
+                              [Variant(name, None, error=reason) for name in ("fused", "eager")])
             if bar is not None:
                 bar.set_description(f"{row.op} {row.name}")
             run_interleaved(row.variants, args.reps, args.warmup, timer,
@@ -1134,8 +1140,7 @@ def _run(args) -> int:
         if note:
             notes.append(note)
     for note in notes:
-        if not args.quiet:
-            print(f"squeezeae bench: {note}", file=sys.stderr)
+        print(f"squeezeae bench: {note}", file=sys.stderr)
     print("\n".join(summary_lines(results)))
     failed = any(v["error"] for r in results_rows for name, v in r["variants"].items() if name != "compiled")
     return 1 if failed else 0
