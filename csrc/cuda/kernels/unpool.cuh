@@ -64,7 +64,7 @@ __device__ __forceinline__ void report_bad_index(unsigned long long* flags, int6
 }
 
 // Sets kFlagOutOfRange (with one offending value) and kFlagOutOfWindow.
-__global__ void unpool_check_indices_kernel(const int64_t* __restrict__ indices, UnpoolParams p,
+static __global__ void unpool_check_indices_kernel(const int64_t* __restrict__ indices, UnpoolParams p,
                                             unsigned long long* __restrict__ flags) {
   const int64_t total = p.batch * p.channels * p.in_h * p.in_w;
   const int64_t plane = p.out_h * p.out_w;
@@ -117,7 +117,7 @@ __global__ void unpool_gather_kernel(const T* __restrict__ input, const int64_t*
 
 // winner[(n * C + c) * plane + index] = max over pooled elements pointing there of (ph * in_w + pw + 1).
 // Out-of-range indices are skipped (the launcher has raised before, or is capturing a graph).
-__global__ void unpool_scatter_winner_kernel(const int64_t* __restrict__ indices, int32_t* __restrict__ winner,
+static __global__ void unpool_scatter_winner_kernel(const int64_t* __restrict__ indices, int32_t* __restrict__ winner,
                                              UnpoolParams p) {
   const int64_t total = p.batch * p.channels * p.in_h * p.in_w;
   const int64_t plane = p.out_h * p.out_w;
