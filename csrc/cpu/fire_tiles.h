@@ -42,6 +42,19 @@ struct Strides4 {
   int64_t at(int64_t in, int64_t ic, int64_t ih, int64_t iw) const { return in * n + ic * c + ih * h + iw * w; }
 };
 
+// dst[c * ld_dst + r] = src[r * ld_src + c] for a rows x cols block, in 16 x 16 sub-blocks so both sides
+// are walked a cache line at a time.
+template <typename T>
+inline void transpose(const T* src, int64_t rows, int64_t cols, int64_t ld_src, T* dst, int64_t ld_dst) {
+  constexpr int64_t kBlock = 16;
+  for (int64_t r0 = 0; r0 < rows; r0 += kBlock)
+    for (int64_t c0 = 0; c0 < cols; c0 += kBlock) {
+      const int64_t r1 = std::min(rows, r0 + kBlock), c1 = std::min(cols, c0 + kBlock);
+      for (int64_t c = c0; c < c1; ++c)
+        for (int64_t r = r0; r < r1; ++r) dst[c * ld_dst + r] = src[r * ld_src + c];
+    }
+}
+
 template <typename scalar_t>
 using acc_type_for = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
 
@@ -144,7 +157,7 @@ struct TileBuffers {
   std::vector<acc_t> x, squeeze_acc, spad;
   const acc_t* x_rows = nullptr;                                     // the loaded rows: x.data() or the input
   std::vector<acc_t> im2col, out;                                    // forward
-  std::vector<acc_t> spad_t, grad, grad_squeeze, grad_squeeze_dense, x_t, grad_x, grad_squeeze_t;  // backward
+  std::vector<acc_t> spad_t, grad, grad_squeeze, grad_squeeze_dense, grad_x, grad_squeeze_t;  // backward
   TileBuffers(const TileGrid& g, int64_t C, int64_t S, int64_t E, bool backward) {
     const int64_t halo_pixels = (g.rows + 2) * g.width;
     x.resize(halo_pixels * C);
@@ -159,7 +172,6 @@ struct TileBuffers {
       grad.resize(g.padded_pixels() * E);
       grad_squeeze.resize(flat * S);
       grad_squeeze_dense.resize(dense * S);
-      x_t.resize(C * dense);
       grad_x.resize(dense * C);
       grad_squeeze_t.resize(dense * S);
     }
@@ -220,15 +232,15 @@ void fire_forward_tile(const FireWeights<acc_t>& w, const TileGrid& g, int64_t n
 // Gradient accumulators of one chunk of tiles, transposed like the forward B operands.
 template <typename acc_t>
 struct GradParts {
-  // squeeze_t [C, S]; expand1x1 [S, E1] pixel-major or [E1, S] planar; expand3x3 [9, S, E3] pixel-major or
-  // [9, E3, S] planar; squeeze_bias [S]; expand_bias [E1 + E3].
-  acc_t *squeeze_t, *expand1x1, *expand3x3, *squeeze_bias, *expand_bias;
+  // squeeze [S, C] pixel-major or [C, S] planar; expand1x1 [S, E1] pixel-major or [E1, S] planar; expand3x3
+  // [9, S, E3] pixel-major or [9, E3, S] planar; squeeze_bias [S]; expand_bias [E1 + E3].
+  acc_t *squeeze, *expand1x1, *expand3x3, *squeeze_bias, *expand_bias;
   static int64_t size(int64_t C, int64_t S, int64_t E1, int64_t E3) {
     return C * S + S * E1 + 9 * S * E3 + S + E1 + E3;
   }
   GradParts(acc_t* base, int64_t C, int64_t S, int64_t E1, int64_t E3) {
-    squeeze_t = base;
-    expand1x1 = squeeze_t + C * S;
+    squeeze = base;
+    expand1x1 = squeeze + C * S;
     expand3x3 = expand1x1 + S * E1;
     squeeze_bias = expand3x3 + 9 * S * E3;
     expand_bias = squeeze_bias + S;
@@ -272,8 +284,7 @@ void fire_backward_tile(const FireWeights<acc_t>& w, const TileGrid& g, int64_t 
 
   // Expand weight gradients: s^T (transposed once) times the masked gradient, per tap for the 3x3.
   acc_t* spad_t = buf.spad_t.data();
-  for (int64_t p = 0; p < padded_pixels; ++p)
-    for (int64_t s = 0; s < S; ++s) spad_t[s * padded_pixels + p] = spad[p * S + s];
+  transpose(spad, padded_pixels, S, S, spad_t, padded_pixels);
   gemm<acc_t>(S, E1, flat, spad_t + centre, padded_pixels, grad + centre * E, E, parts.expand1x1, E1, true);
   for (int64_t tap = 0; tap < 9; ++tap) {
     const int64_t shift = (tap / 3 - 1) * PW + (tap % 3 - 1);
@@ -286,11 +297,10 @@ void fire_backward_tile(const FireWeights<acc_t>& w, const TileGrid& g, int64_t 
   for (int64_t i = 0; i < R; ++i) std::copy(gs + i * PW * S, gs + (i * PW + W) * S, gsd + i * W * S);
   for (int64_t p = 0; p < dense; ++p)
     for (int64_t s = 0; s < S; ++s) parts.squeeze_bias[s] += gsd[p * S + s];
-  const acc_t* x_own = buf.x_rows + (r0 - g0) * W * C;
-  acc_t* x_t = buf.x_t.data();
-  for (int64_t p = 0; p < dense; ++p)
-    for (int64_t c = 0; c < C; ++c) x_t[c * dense + p] = x_own[p * C + c];
-  gemm<acc_t>(C, S, dense, x_t, dense, gsd, S, parts.squeeze_t, S, true);
+  // squeeze weight gradient [S, C] = gsd^T x: transposing the small squeeze gradient, not the input.
+  acc_t* gsd_t = buf.grad_squeeze_t.data();
+  transpose(gsd, dense, S, S, gsd_t, dense);
+  gemm<acc_t>(S, C, dense, gsd_t, dense, buf.x_rows + (r0 - g0) * W * C, C, parts.squeeze, C, true);
   gemm<acc_t>(dense, C, S, gsd, S, w.p(w.squeeze), C, buf.grad_x.data(), C, false);
   sink(n, r0, r1, static_cast<const acc_t*>(buf.grad_x.data()));
 }
@@ -345,7 +355,7 @@ at::Tensor fire_backward(const FireWeights<acc_t>& w, const TileGrid& g, const T
 
 // The flat gradient of fire_backward as (grad_squeeze_weight, grad_squeeze_bias, grad_expand1x1_weight,
 // grad_expand1x1_bias, grad_expand3x3_weight, grad_expand3x3_bias) in the weights' dtype and shapes.
-// `planar`: the expand blocks are [E1, S] and [9, E3, S] (planar tiles) instead of [S, E1] and [9, S, E3].
+// `planar`: the blocks are oriented as the planar tiles accumulate them (see GradParts).
 inline std::vector<at::Tensor> unpack_weight_grads(const at::Tensor& flat, const FireDims& d, at::ScalarType dtype,
                                                    bool planar) {
   const int64_t C = d.in_channels, S = d.squeeze, E1 = d.expand1x1, E3 = d.expand3x3;
@@ -355,7 +365,7 @@ inline std::vector<at::Tensor> unpack_weight_grads(const at::Tensor& flat, const
     offset += count;
     return part;
   };
-  at::Tensor gsq = take(C * S).view({C, S}).t().reshape({S, C, 1, 1});
+  at::Tensor gsq = planar ? take(C * S).view({C, S}).t().reshape({S, C, 1, 1}) : take(C * S).view({S, C, 1, 1});
   at::Tensor ge1 = planar ? take(S * E1).view({E1, S, 1, 1}) : take(S * E1).view({S, E1}).t().reshape({E1, S, 1, 1});
   at::Tensor ge3 = planar ? take(9 * S * E3).view({3, 3, E3, S}).permute({2, 3, 0, 1})
                           : take(9 * S * E3).view({3, 3, S, E3}).permute({3, 2, 0, 1});

@@ -105,8 +105,7 @@ void fire_backward_tile_planar(const FireWeights<acc_t>& w, const TileGrid& g, i
 
   // Expand weight gradients [E1, S] and [9, E3, S]: gradient rows times the pixel-major squeeze tile.
   acc_t* spad_pm = buf.spad_t.data();
-  for (int64_t s = 0; s < S; ++s)
-    for (int64_t p = 0; p < padded_pixels; ++p) spad_pm[p * S + s] = spad[s * padded_pixels + p];
+  transpose(spad, S, padded_pixels, padded_pixels, spad_pm, S);
   gemm<acc_t>(E1, S, flat, grad + centre, padded_pixels, spad_pm + centre * S, S, parts.expand1x1, S, true);
   for (int64_t tap = 0; tap < 9; ++tap) {
     const int64_t shift = (tap / 3 - 1) * PW + (tap % 3 - 1);
@@ -126,9 +125,8 @@ void fire_backward_tile_planar(const FireWeights<acc_t>& w, const TileGrid& g, i
     parts.squeeze_bias[s] += sum;
   }
   acc_t* gsd_pm = buf.grad_squeeze_t.data();  // [dense, S]
-  for (int64_t s = 0; s < S; ++s)
-    for (int64_t p = 0; p < dense; ++p) gsd_pm[p * S + s] = gsd[s * dense + p];
-  gemm<acc_t>(C, S, dense, buf.x_rows + (r0 - g0) * W, x_ld, gsd_pm, S, parts.squeeze_t, S, true);
+  transpose(gsd, S, dense, dense, gsd_pm, S);
+  gemm<acc_t>(C, S, dense, buf.x_rows + (r0 - g0) * W, x_ld, gsd_pm, S, parts.squeeze, S, true);
   gemm<acc_t>(C, dense, S, w.p(w.squeeze_t), S, gsd, dense, buf.grad_x.data(), dense, false);
   sink(n, r0, r1, static_cast<const acc_t*>(buf.grad_x.data()), dense);
 }
