@@ -24,7 +24,7 @@ H
 
 flags=(
   -std=c++17 -O3 --expt-relaxed-constexpr -lineinfo
-  -Xcompiler -Wall -Xcompiler -Wno-unused-function
+  -Xcompiler -fPIC -Xcompiler -Wall -Xcompiler -Wno-unused-function
   # torch's own headers (c10/core/AutogradState.h) use C++20 bit-field initialisers: silence only that.
   -diag-suppress 3306 -Xcompiler -Wno-c++20-extensions
   -D__CUDA_NO_HALF_OPERATORS__ -D__CUDA_NO_HALF_CONVERSIONS__ -D__CUDA_NO_BFLOAT16_CONVERSIONS__
@@ -71,6 +71,25 @@ while [ "$next_to_wait" -lt "${#pids[@]}" ]; do
   wait "${pids[$next_to_wait]}" || status=1
   next_to_wait=$((next_to_wait + 1))
 done
+
+if [ $status -eq 0 ]; then
+  # Link the objects together, as setup.py does: a function or variable defined (non-inline, non-static) in a
+  # header that several .cu files include is a duplicate symbol here, not only on the GPU machine.
+  # Undefined references (torch, cudart) are allowed in a shared object.
+  if g++ -shared -o "$work/link_check.so" "$work"/*.o >"$work/link.log" 2>&1; then
+    echo "check_cuda: ok   link of ${#sources[@]} object(s) (no duplicate symbols)"
+  else
+    cat "$work/link.log"
+    echo "check_cuda: FAIL link of the CUDA objects"
+    status=1
+  fi
+  # The CUDA objects must not carry their own copy of the CPU's inline error helper (one body per symbol in
+  # the .so, picked by the linker from either compiler's objects; see benchmarks/NOTES_cuda.md).
+  if nm -C "$work"/*.o | grep -E " [TWV] squeezeae::throw_invalid_index" >/dev/null; then
+    echo "check_cuda: FAIL a CUDA object defines squeezeae::throw_invalid_index (use SQUEEZEAE_CHECK_INDEX_RANGE)"
+    status=1
+  fi
+fi
 
 echo "check_cuda: ${#sources[@]} file(s) for sm_80 + sm_90 in $((SECONDS - start))s"
 exit $status

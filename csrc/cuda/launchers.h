@@ -11,6 +11,7 @@
 #include <cuda_fp16.h>
 
 #include <optional>
+#include <string>
 #include <tuple>
 
 #include "checks.h"
@@ -79,10 +80,24 @@ cuda::UnpoolParams make_unpool_params(const at::Tensor& input, const at::Tensor&
 struct IndexCheck {
   bool checked = false;        // false under CUDA-graph capture (no host sync allowed): nothing is known
   bool out_of_window = false;  // some index lies outside its pooling window (or out of range)
+  bool out_of_range = false;   // some index lies outside [0, H_out * W_out): the op must raise
+  int64_t bad_index = 0;       // one offending value when out_of_range (which one is not deterministic)
 };
 
-// Runs the index check kernel; unless the stream is capturing, syncs, raises "Found an invalid max index"
-// for an out-of-range index, and reports whether every index lies in its window.
+// ATen's wording: "Found an invalid max index: <index> (output volumes are of size HxW)". Defined once, in
+// unpool.cu (not an inline function shared with the g++-compiled CPU objects).
+std::string invalid_index_message(int64_t index, int64_t out_height, int64_t out_width);
+
+// Raises ATen's error for an out-of-range index. A macro on purpose: the throw (TORCH_CHECK ->
+// c10::detail::torchCheckFail in libc10) happens in the op's own frame, straight under the dispatcher, with
+// no helper function between them (see benchmarks/NOTES_cuda.md, "invalid index segfault").
+#define SQUEEZEAE_CHECK_INDEX_RANGE(check, out_height, out_width)                                          \
+  TORCH_CHECK(!(check).out_of_range,                                                                       \
+              ::squeezeae::cuda_impl::invalid_index_message((check).bad_index, (out_height), (out_width)))
+
+// Runs the index check kernel; unless the stream is capturing, syncs and reports whether an index is out of
+// range (the caller raises with SQUEEZEAE_CHECK_INDEX_RANGE) and whether every index lies in its window.
+// Never throws for index values.
 IndexCheck check_unpool_indices(const at::Tensor& indices, const cuda::UnpoolParams& p, cudaStream_t stream);
 
 // max_unpool2d into a preallocated output (same shape/dtype/device; any strides), after the index check.
@@ -93,8 +108,11 @@ void max_unpool2d_into(const at::Tensor& input, const at::Tensor& indices, at::T
 at::Tensor max_unpool2d_cuda(const at::Tensor& input, const at::Tensor& indices, at::IntArrayRef kernel_size,
                              at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef output_size);
 at::Tensor max_unpool2d_backward_cuda(const at::Tensor& grad_output, const at::Tensor& indices);
-// max_unpool2d_backward into a preallocated grad_input (shape of indices, any strides); checks index values.
-void max_unpool2d_backward_into(const at::Tensor& grad_output, const at::Tensor& indices, at::Tensor& grad_input);
+// max_unpool2d_backward into a preallocated grad_input (shape of indices, any strides). Index values are
+// checked on the device: out-of-range ones get zeros and are reported in the result (outside graph capture)
+// for the caller to raise with SQUEEZEAE_CHECK_INDEX_RANGE.
+IndexCheck max_unpool2d_backward_into(const at::Tensor& grad_output, const at::Tensor& indices,
+                                      at::Tensor& grad_input);
 
 // The fused Fire forward kernel into `output` [N, E1 + E3, H, W]. With `unpool` non-null, `x` is the pooled
 // input and the Fire input is gathered through `indices` (every index must lie in its window).

@@ -1,6 +1,7 @@
 // max_unpool2d on CUDA (kernels in kernels/unpool.cuh): deterministic, any strides, channels_last native.
 // Index values are checked on the device; outside CUDA-graph capture the launcher syncs once to raise ATen's
-// "Found an invalid max index" (never a device-side assert) and to choose the output-stationary gather when
+// "Found an invalid max index" (never a device-side assert; raised by the op function itself, see
+// SQUEEZEAE_CHECK_INDEX_RANGE) and to choose the output-stationary gather when
 // every index lies inside its pooling window. Under capture nothing can be read back: the general winner
 // path runs and out-of-range indices are skipped (never written out of bounds).
 #include <ATen/ATen.h>
@@ -12,6 +13,7 @@
 
 #include <atomic>
 #include <limits>
+#include <string>
 
 #include "checks.h"
 #include "kernels/unpool.cuh"
@@ -67,6 +69,12 @@ cuda::UnpoolParams make_unpool_params(const at::Tensor& input, const at::Tensor&
   return p;
 }
 
+std::string invalid_index_message(int64_t index, int64_t out_height, int64_t out_width) {
+  // std::to_string rather than c10::str: no template instance shared with the CPU objects' copy of the message.
+  return "Found an invalid max index: " + std::to_string(index) + " (output volumes are of size " +
+         std::to_string(out_height) + "x" + std::to_string(out_width) + ")";
+}
+
 IndexCheck check_unpool_indices(const at::Tensor& indices, const cuda::UnpoolParams& p, cudaStream_t stream) {
   IndexCheck result;
   const int64_t total = p.batch * p.channels * p.in_h * p.in_w;
@@ -86,8 +94,9 @@ IndexCheck check_unpool_indices(const at::Tensor& indices, const cuda::UnpoolPar
   }
   const at::Tensor host = flags.to(at::kCPU);  // waits for the check kernel
   const int64_t* f = host.const_data_ptr<int64_t>();
-  if (f[cuda::kFlagOutOfRange] != 0) throw_invalid_index(f[cuda::kFlagBadIndexValue], p.out_h, p.out_w);
   result.checked = true;
+  result.out_of_range = f[cuda::kFlagOutOfRange] != 0;
+  result.bad_index = f[cuda::kFlagBadIndexValue];
   result.out_of_window = f[cuda::kFlagOutOfWindow] != 0;
   return result;
 }
@@ -140,13 +149,19 @@ at::Tensor max_unpool2d_cuda(const at::Tensor& input, const at::Tensor& indices,
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   const cuda::UnpoolParams p = make_unpool_params(input, indices, output, d, kernel_size, stride, padding);
   const IndexCheck check = check_unpool_indices(indices, p, stream);
+  SQUEEZEAE_CHECK_INDEX_RANGE(check, p.out_h, p.out_w);
   max_unpool2d_into(input, indices, output, p, check.checked && !check.out_of_window, stream);
   return output;
 }
 
-void max_unpool2d_backward_into(const at::Tensor& grad_output, const at::Tensor& indices, at::Tensor& grad_input) {
+IndexCheck max_unpool2d_backward_into(const at::Tensor& grad_output, const at::Tensor& indices,
+                                      at::Tensor& grad_input) {
+  IndexCheck result;
   const int64_t total = grad_input.numel();
-  if (total == 0) return;
+  if (total == 0) {
+    result.checked = true;
+    return result;
+  }
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   cuda::UnpoolParams p;
   p.batch = indices.size(0);
@@ -169,10 +184,13 @@ void max_unpool2d_backward_into(const at::Tensor& grad_output, const at::Tensor&
                                         reinterpret_cast<unsigned long long*>(flags.mutable_data_ptr<int64_t>()));
                                     C10_CUDA_KERNEL_LAUNCH_CHECK();
                                   });
-  if (stream_is_capturing(stream)) return;  // invalid indices got zeros
+  if (stream_is_capturing(stream)) return result;  // invalid indices got zeros; nothing can be read back
   const at::Tensor host = flags.to(at::kCPU);
   const int64_t* f = host.const_data_ptr<int64_t>();
-  if (f[cuda::kFlagOutOfRange] != 0) throw_invalid_index(f[cuda::kFlagBadIndexValue], p.out_h, p.out_w);
+  result.checked = true;
+  result.out_of_range = f[cuda::kFlagOutOfRange] != 0;
+  result.bad_index = f[cuda::kFlagBadIndexValue];
+  return result;
 }
 
 at::Tensor max_unpool2d_backward_cuda(const at::Tensor& grad_output, const at::Tensor& indices) {
@@ -180,7 +198,8 @@ at::Tensor max_unpool2d_backward_cuda(const at::Tensor& grad_output, const at::T
   const c10::cuda::CUDAGuard guard(grad_output.device());
   at::Tensor grad_input =
       at::empty(indices.sizes(), grad_output.options().memory_format(output_memory_format(indices)));
-  max_unpool2d_backward_into(grad_output, indices, grad_input);
+  const IndexCheck check = max_unpool2d_backward_into(grad_output, indices, grad_input);
+  SQUEEZEAE_CHECK_INDEX_RANGE(check, grad_output.size(2), grad_output.size(3));
   return grad_input;
 }
 

@@ -44,6 +44,7 @@ at::Tensor unpool_fire_cuda(const at::Tensor& input, const at::Tensor& indices, 
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   const cuda::UnpoolParams p = make_unpool_params(input, indices, at::Tensor(), ud, kernel_size, stride, padding);
   const IndexCheck check = check_unpool_indices(indices, p, stream);
+  SQUEEZEAE_CHECK_INDEX_RANGE(check, p.out_h, p.out_w);
   if (check.checked && !check.out_of_window) {
     fire_on(input, &indices, &p);
     return output;
@@ -78,6 +79,7 @@ FireGrads unpool_fire_backward_cuda(const at::Tensor& grad_output, const at::Ten
     } else {
       const cuda::UnpoolParams p = make_unpool_params(input, indices, unpooled, ud, kernel_size, stride, padding);
       const IndexCheck check = check_unpool_indices(indices, p, stream);
+      SQUEEZEAE_CHECK_INDEX_RANGE(check, p.out_h, p.out_w);
       max_unpool2d_into(input, indices, unpooled, p, check.checked && !check.out_of_window, stream);
     }
   }
@@ -85,7 +87,8 @@ FireGrads unpool_fire_backward_cuda(const at::Tensor& grad_output, const at::Ten
                                           expand1x1_weight, expand3x3_weight);
   // grad_input[n, c, ph, pw] = d(unpooled)[n, c, indices[n, c, ph, pw]], laid out like input.
   at::Tensor grad_input = empty_like_layout(input, input.sizes());
-  max_unpool2d_backward_into(std::get<0>(grads), indices, grad_input);
+  const IndexCheck check = max_unpool2d_backward_into(std::get<0>(grads), indices, grad_input);
+  SQUEEZEAE_CHECK_INDEX_RANGE(check, ud.out_height, ud.out_width);
   std::get<0>(grads) = grad_input;
   return grads;
 }
