@@ -426,6 +426,17 @@ struct MaskedGradLoader {
   Strides4 gs, os;
   int64_t W;
   void operator()(int64_t n, int64_t g0, int64_t g1, acc_t* dst, int64_t padded_width, int64_t E) const {
+    if (gs.c == 1 && os.c == 1) {  // channels_last: contiguous channel runs, vectorised
+      for (int64_t h = g0; h < g1; ++h)
+        for (int64_t w = 0; w < W; ++w) {
+          const scalar_t* g_px = grad + gs.at(n, 0, h, w);
+          const scalar_t* o_px = output + os.at(n, 0, h, w);
+          acc_t* d = dst + ((h - g0) * padded_width + 1 + w) * E;
+          for (int64_t e = 0; e < E; ++e)
+            d[e] = static_cast<acc_t>(o_px[e]) > acc_t(0) ? static_cast<acc_t>(g_px[e]) : acc_t(0);
+        }
+      return;
+    }
     for_each_element(gs, E, g0, g1, W, [&](int64_t e, int64_t h, int64_t w) {
       const bool active = static_cast<acc_t>(output[os.at(n, e, h, w)]) > acc_t(0);
       dst[((h - g0) * padded_width + 1 + w) * E + e] =
@@ -443,6 +454,15 @@ struct ActivationStore {
   int64_t E, W;
   void operator()(int64_t n, int64_t r0, int64_t r1, const acc_t* acc, int64_t padded_width) const {
     scalar_t* base = data + n * st.n;
+    if (st.c == 1) {  // channels_last: contiguous channel runs, vectorised
+      for (int64_t h = r0; h < r1; ++h)
+        for (int64_t w = 0; w < W; ++w) {
+          const acc_t* a = acc + ((h - r0) * padded_width + w) * E;
+          scalar_t* d = base + h * st.h + w * st.w;
+          for (int64_t e = 0; e < E; ++e) d[e] = static_cast<scalar_t>(std::max(a[e] + bias[e], acc_t(0)));
+        }
+      return;
+    }
     for_each_element(st, E, r0, r1, W, [&](int64_t e, int64_t h, int64_t w) {
       const acc_t value = acc[((h - r0) * padded_width + w) * E + e] + bias[e];
       base[e * st.c + h * st.h + w * st.w] = static_cast<scalar_t>(std::max(value, acc_t(0)));
@@ -458,6 +478,15 @@ struct StridedRowSink {
   int64_t C, W;
   void operator()(int64_t n, int64_t r0, int64_t r1, const acc_t* src) const {
     scalar_t* base = data + n * st.n;
+    if (st.c == 1) {
+      for (int64_t h = r0; h < r1; ++h)
+        for (int64_t w = 0; w < W; ++w) {
+          const acc_t* s = src + ((h - r0) * W + w) * C;
+          scalar_t* d = base + h * st.h + w * st.w;
+          for (int64_t c = 0; c < C; ++c) d[c] = static_cast<scalar_t>(s[c]);
+        }
+      return;
+    }
     for_each_element(st, C, r0, r1, W, [&](int64_t c, int64_t h, int64_t w) {
       base[c * st.c + h * st.h + w * st.w] = static_cast<scalar_t>(src[((h - r0) * W + w) * C + c]);
     });

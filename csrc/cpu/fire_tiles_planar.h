@@ -172,8 +172,13 @@ struct PlanarMaskedGradLoader {
         const scalar_t* g_row = grad + gs.at(n, e, h, 0);
         const scalar_t* o_row = output + os.at(n, e, h, 0);
         acc_t* d = dst + e * ld + (h - g0) * padded_width + 1;
-        for (int64_t w = 0; w < W; ++w)
-          d[w] = static_cast<acc_t>(o_row[w * os.w]) > acc_t(0) ? static_cast<acc_t>(g_row[w * gs.w]) : acc_t(0);
+        if (gs.w == 1 && os.w == 1) {
+          for (int64_t w = 0; w < W; ++w)
+            d[w] = static_cast<acc_t>(o_row[w]) > acc_t(0) ? static_cast<acc_t>(g_row[w]) : acc_t(0);
+        } else {
+          for (int64_t w = 0; w < W; ++w)
+            d[w] = static_cast<acc_t>(o_row[w * os.w]) > acc_t(0) ? static_cast<acc_t>(g_row[w * gs.w]) : acc_t(0);
+        }
       }
   }
 };
@@ -190,7 +195,11 @@ struct PlanarActivationStore {
         const acc_t* a = acc + e * ld + (h - r0) * padded_width;
         scalar_t* d = data + st.at(n, e, h, 0);
         const acc_t b = bias[e];
-        for (int64_t w = 0; w < W; ++w) d[w * st.w] = static_cast<scalar_t>(std::max(a[w] + b, acc_t(0)));
+        if (st.w == 1) {
+          for (int64_t w = 0; w < W; ++w) d[w] = static_cast<scalar_t>(std::max(a[w] + b, acc_t(0)));
+        } else {
+          for (int64_t w = 0; w < W; ++w) d[w * st.w] = static_cast<scalar_t>(std::max(a[w] + b, acc_t(0)));
+        }
       }
   }
 };
@@ -205,7 +214,11 @@ struct PlanarRowSink {
       for (int64_t h = r0; h < r1; ++h) {
         const acc_t* s = src + c * ld + (h - r0) * W;
         scalar_t* d = data + st.at(n, c, h, 0);
-        for (int64_t w = 0; w < W; ++w) d[w * st.w] = static_cast<scalar_t>(s[w]);
+        if (st.w == 1) {
+          for (int64_t w = 0; w < W; ++w) d[w] = static_cast<scalar_t>(s[w]);
+        } else {
+          for (int64_t w = 0; w < W; ++w) d[w * st.w] = static_cast<scalar_t>(s[w]);
+        }
       }
   }
 };
