@@ -5,9 +5,10 @@
 #
 #   bash benchmarks/cpu_report.sh [OUT_DIR]
 #
-# Benchmarks on a shared machine are only as good as its quietest moment: the script waits (up to
-# WAIT_S seconds, default 600) for the 1-minute load average to fall under MAX_LOAD (default 1.5) before each
-# run, and each JSON records the load average at its start. THREADS (default 2) sets torch's thread count.
+# Benchmarks on a shared machine are only as good as its quietest moment: before each run the script waits
+# for the 1-minute load average to fall under MAX_LOAD (default 1.5), up to WAIT_S seconds in all (default
+# 600; after that runs start anyway), and each JSON records the load average at its start. THREADS (default 2)
+# sets torch's thread count.
 set -u -o pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-benchmarks/results}
@@ -19,11 +20,13 @@ mkdir -p "$OUT"
 cpu=$($PY -c "from squeezeae_ext.bench import cpu_model, short_name; print(short_name(cpu_model()))")
 FAILED=0
 
+WAITED=0
 quiet() {
     local waited=0
-    while awk -v max="$MAX_LOAD" '{ exit !($1 >= max) }' /proc/loadavg && [ "$waited" -lt "$WAIT_S" ]; do
-        sleep 10
-        waited=$((waited + 10))
+    while awk -v max="$MAX_LOAD" '{ exit !($1 >= max) }' /proc/loadavg && [ "$WAITED" -lt "$WAIT_S" ]; do
+        sleep 5
+        waited=$((waited + 5))
+        WAITED=$((WAITED + 5))
     done
     echo "load average: $(cut -d' ' -f1-3 /proc/loadavg) (waited ${waited}s)"
 }
