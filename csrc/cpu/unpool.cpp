@@ -45,6 +45,14 @@ void for_each_plane_ordered(int64_t N, int64_t C, int64_t H, int64_t W, bool cha
   });
 }
 
+// The stride between consecutive flat (h * W + w) positions of a plane of `t`, when one exists (rows packed
+// back to back: every contiguous or channels_last tensor), else -1. Lets a flat index address the plane
+// without a division.
+int64_t flat_position_stride(const at::Tensor& t) {
+  if (t.size(2) == 1 || t.stride(2) == t.size(3) * t.stride(3)) return t.stride(3);
+  return -1;
+}
+
 at::Tensor max_unpool2d_cpu(const at::Tensor& input, const at::Tensor& indices, at::IntArrayRef kernel_size,
                             at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef output_size) {
   const UnpoolDims d = check_max_unpool("max_unpool2d", input, indices, kernel_size, stride, padding, output_size);
@@ -53,16 +61,20 @@ at::Tensor max_unpool2d_cpu(const at::Tensor& input, const at::Tensor& indices, 
   const bool channels_inner = output_memory_format(input) == at::MemoryFormat::ChannelsLast;
   const Strides4 in_s(input), idx_s(indices), out_s(output);
   const int64_t plane = d.out_plane(), out_w = d.out_width;
+  const int64_t position = flat_position_stride(output);  // the output is fresh: always packed
   const int64_t* idx_ptr = indices.const_data_ptr<int64_t>();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "max_unpool2d_cpu", [&] {
     const scalar_t* in_ptr = input.const_data_ptr<scalar_t>();
     scalar_t* out_ptr = output.mutable_data_ptr<scalar_t>();
     for_each_plane_ordered(d.batch, d.channels, d.in_height, d.in_width, channels_inner,
                            [&](int64_t n, int64_t c0, int64_t c1, int64_t h, int64_t w) {
+                             const int64_t* idx = idx_ptr + idx_s.at(n, 0, h, w);
+                             const scalar_t* in = in_ptr + in_s.at(n, 0, h, w);
+                             scalar_t* out = out_ptr + n * out_s.n;
                              for (int64_t c = c0; c < c1; ++c) {
-                               const int64_t index = idx_ptr[idx_s.at(n, c, h, w)];
+                               const int64_t index = idx[c * idx_s.c];
                                if (index < 0 || index >= plane) throw_invalid_index(index, d.out_height, out_w);
-                               out_ptr[out_s.at(n, c, index / out_w, index % out_w)] = in_ptr[in_s.at(n, c, h, w)];
+                               out[c * out_s.c + index * position] = in[c * in_s.c];
                              }
                            });
   });
@@ -79,22 +91,22 @@ at::Tensor max_unpool2d_backward_cpu(const at::Tensor& grad_output, const at::Te
   const bool channels_inner = output_memory_format(indices) == at::MemoryFormat::ChannelsLast;
   const Strides4 go_s(grad_output), idx_s(indices), gi_s(grad_input);
   const int64_t* idx_ptr = indices.const_data_ptr<int64_t>();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad_output.scalar_type(), "max_unpool2d_backward_cpu",
-                                  [&] {
-                                    const scalar_t* go_ptr = grad_output.const_data_ptr<scalar_t>();
-                                    scalar_t* gi_ptr = grad_input.mutable_data_ptr<scalar_t>();
-                                    for_each_plane_ordered(
-                                        N, C, H, W, channels_inner,
-                                        [&](int64_t n, int64_t c0, int64_t c1, int64_t h, int64_t w) {
-                                          for (int64_t c = c0; c < c1; ++c) {
-                                            const int64_t index = idx_ptr[idx_s.at(n, c, h, w)];
-                                            if (index < 0 || index >= plane)
-                                              throw_invalid_index(index, out_h, out_w);
-                                            gi_ptr[gi_s.at(n, c, h, w)] =
-                                                go_ptr[go_s.at(n, c, index / out_w, index % out_w)];
-                                          }
-                                        });
-                                  });
+  const int64_t position = flat_position_stride(grad_output);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad_output.scalar_type(), "max_unpool2d_backward_cpu", [&] {
+    const scalar_t* go_ptr = grad_output.const_data_ptr<scalar_t>();
+    scalar_t* gi_ptr = grad_input.mutable_data_ptr<scalar_t>();
+    for_each_plane_ordered(N, C, H, W, channels_inner, [&](int64_t n, int64_t c0, int64_t c1, int64_t h, int64_t w) {
+      const int64_t* idx = idx_ptr + idx_s.at(n, 0, h, w);
+      scalar_t* gi = gi_ptr + gi_s.at(n, 0, h, w);
+      const scalar_t* go = go_ptr + n * go_s.n;
+      for (int64_t c = c0; c < c1; ++c) {
+        const int64_t index = idx[c * idx_s.c];
+        if (index < 0 || index >= plane) throw_invalid_index(index, out_h, out_w);
+        const int64_t offset = position >= 0 ? index * position : (index / out_w) * go_s.h + (index % out_w) * go_s.w;
+        gi[c * gi_s.c] = go[c * go_s.c + offset];
+      }
+    });
+  });
   return grad_input;
 }
 
