@@ -6,8 +6,8 @@
 //      (converted to the accumulation type; for unpool_fire this is where unpooling happens),
 //   2. computes the squeeze GEMM with bias + ReLU into `spad`, a zero-bordered [(R + 2), (W + 2), S] buffer,
 //   3. computes expand1x1 and expand3x3 from `spad` into one accumulator [pixels, E1 + E3]: the 3x3 conv is
-//      nine GEMMs over *shifted windows* of `spad` seen as a flat array of padded pixels (a shift by
-//      (dy, dx) is an offset of dy * (W + 2) + dx pixels), so no im2col is built; the two halo columns per
+//      GEMMs over *shifted windows* of `spad` seen as a flat array of padded pixels (a shift by (dy, dx) is
+//      an offset of dy * (W + 2) + dx pixels), so no im2col of the input is built; the two halo columns per
 //      row are computed and thrown away,
 //   4. writes bias + ReLU + dtype conversion straight into the output's channel slices (any strides).
 // The squeeze of the halo rows is recomputed by neighbouring tiles (cheap: squeeze is ~10% of a Fire's FLOPs)
@@ -156,7 +156,7 @@ template <typename acc_t>
 struct TileBuffers {
   std::vector<acc_t> x, squeeze_acc, spad;
   const acc_t* x_rows = nullptr;                                     // the loaded rows: x.data() or the input
-  std::vector<acc_t> im2col, out;                                    // forward
+  std::vector<acc_t> im2col, out;                                    // forward (im2col: planar only)
   std::vector<acc_t> spad_t, grad, grad_squeeze, grad_squeeze_dense, grad_x, grad_squeeze_t;  // backward
   TileBuffers(const TileGrid& g, int64_t C, int64_t S, int64_t E, bool backward) {
     const int64_t halo_pixels = (g.rows + 2) * g.width;
@@ -217,15 +217,12 @@ void fire_forward_tile(const FireWeights<acc_t>& w, const TileGrid& g, int64_t n
   const acc_t* centre = buf.spad.data() + (PW + 1) * S;
   acc_t* out = buf.out.data();
   gemm<acc_t>(flat, w.E1, S, centre, S, w.p(w.expand1x1_t), w.E1, out, E, false);
-  // The nine taps as one GEMM with K = 9 * S (a small im2col of the cached squeeze tile): one pass over the
-  // accumulator instead of nine.
-  acc_t* cols = buf.im2col.data();
-  for (int64_t q = 0; q < flat; ++q)
-    for (int64_t tap = 0; tap < 9; ++tap) {
-      const acc_t* src = centre + (q + (tap / 3 - 1) * PW + (tap % 3 - 1)) * S;
-      std::copy(src, src + S, cols + (q * 9 + tap) * S);
-    }
-  gemm<acc_t>(flat, w.E3, 9 * S, cols, 9 * S, w.p(w.expand3x3_t), w.E3, out + w.E1, E, false);
+  // The 3x3 as three GEMMs, one per kernel row, with K = 3 * S and no im2col: for a fixed row of taps the
+  // three horizontally adjacent squeeze pixels a output pixel needs are contiguous in spad, so operand A is
+  // spad itself read with overlapping rows (leading dimension S, row length 3 * S).
+  for (int64_t ky = 0; ky < 3; ++ky)
+    gemm<acc_t>(flat, w.E3, 3 * S, centre + ((ky - 1) * PW - 1) * S, S, w.p(w.expand3x3_t) + ky * 3 * S * w.E3,
+                w.E3, out + w.E1, E, ky > 0);
   store(n, r0, r1, static_cast<const acc_t*>(out), PW);
 }
 
