@@ -11,13 +11,13 @@
 # said so. A failing step is recorded and the script goes on; the exit status is 1 if any step failed.
 # Environment: PYTHON (default python), TORCH_CUDA_ARCH_LIST (default 9.0), MAX_JOBS (default 16),
 # SQUEEZEAE_REPORT_BUDGET, SQUEEZEAE_REPORT_SKIP_BUILD=1 (use the extension already built in place),
-# SQUEEZEAE_REPORT_SKIP_TESTS=1 (benchmarks only), BENCH_REPS / BENCH_WARMUP (default 50 / 5).
+# SQUEEZEAE_REPORT_SKIP_TESTS=1 (benchmarks only), BENCH_REPS / BENCH_WARMUP (default 30 / 5).
 set -u
 cd "$(dirname "$0")/.."
 START=$(date +%s)
 BUDGET=${SQUEEZEAE_REPORT_BUDGET:-480}
 PY=${PYTHON:-python}
-REPS=${BENCH_REPS:-50}
+REPS=${BENCH_REPS:-30}
 WARMUP=${BENCH_WARMUP:-5}
 
 gpu_name=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n 1)
