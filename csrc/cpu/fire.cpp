@@ -30,13 +30,14 @@ at::Tensor fire_cpu(const at::Tensor& x, const at::Tensor& squeeze_weight, const
   if (output.numel() == 0) return output;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "fire_cpu", [&] {
     using acc_t = acc_type_for<scalar_t>;
+    const bool planar = use_planar_tiles(x);
     const auto w = cpu::pack_fire_weights<acc_t>(d, squeeze_weight, squeeze_bias, expand1x1_weight, expand1x1_bias,
-                                                 expand3x3_weight, expand3x3_bias);
+                                                 expand3x3_weight, expand3x3_bias, planar, /*backward=*/false);
     const cpu::TileGrid grid = cpu::make_tile_grid(d.batch, d.height, d.width);
     const scalar_t* in = x.const_data_ptr<scalar_t>();
     scalar_t* out = output.mutable_data_ptr<scalar_t>();
     const acc_t* bias = w.p(w.expand_bias);
-    if (use_planar_tiles(x)) {
+    if (planar) {
       const cpu::PlanarRowLoader<scalar_t, acc_t> load{in, Strides4(x), d.in_channels, d.width};
       const cpu::PlanarActivationStore<scalar_t, acc_t> store{out, Strides4(output), bias, d.out_channels(), d.width};
       cpu::fire_forward(w, grid, [&](int64_t n, int64_t r0, int64_t r1, cpu::TileBuffers<acc_t>& buf) {
@@ -65,15 +66,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   } else {
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "fire_backward_cpu", [&] {
       using acc_t = acc_type_for<scalar_t>;
+      const bool planar = use_planar_tiles(x);
       const auto w = cpu::pack_fire_weights<acc_t>(d, squeeze_weight, squeeze_bias, expand1x1_weight, std::nullopt,
-                                                   expand3x3_weight, std::nullopt);
+                                                   expand3x3_weight, std::nullopt, planar, /*backward=*/true);
       const cpu::TileGrid grid = cpu::make_tile_grid(d.batch, d.height, d.width);
       const scalar_t* in = x.const_data_ptr<scalar_t>();
       const scalar_t* go = grad_output.const_data_ptr<scalar_t>();
       const scalar_t* out = output.const_data_ptr<scalar_t>();
       scalar_t* gx = grad_x.mutable_data_ptr<scalar_t>();
       const Strides4 go_st(grad_output), out_st(output);
-      const bool planar = use_planar_tiles(x);
       at::Tensor flat;
       if (planar) {
         const cpu::PlanarRowLoader<scalar_t, acc_t> load{in, Strides4(x), d.in_channels, d.width};

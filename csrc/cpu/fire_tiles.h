@@ -25,6 +25,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <type_traits>
 #include <vector>
@@ -99,13 +100,15 @@ inline at::Tensor bias_or_zeros(const std::optional<at::Tensor>& bias, int64_t c
   return at::zeros({channels}, at::TensorOptions().dtype(dtype));
 }
 
+// Packs only what the chosen tiles use (forward or backward, pixel-major or planar): repacking the 3x3
+// weights is a strided copy of 9 * S * E3 values, worth doing once, not in every orientation.
 template <typename acc_t>
 FireWeights<acc_t> pack_fire_weights(const FireDims& d, const at::Tensor& squeeze_weight,
                                      const std::optional<at::Tensor>& squeeze_bias,
                                      const at::Tensor& expand1x1_weight,
                                      const std::optional<at::Tensor>& expand1x1_bias,
                                      const at::Tensor& expand3x3_weight,
-                                     const std::optional<at::Tensor>& expand3x3_bias) {
+                                     const std::optional<at::Tensor>& expand3x3_bias, bool planar, bool backward) {
   const auto dtype = c10::CppTypeToScalarType<acc_t>::value;
   FireWeights<acc_t> w;
   w.C = d.in_channels;
@@ -115,15 +118,25 @@ FireWeights<acc_t> pack_fire_weights(const FireDims& d, const at::Tensor& squeez
   const at::Tensor sq = squeeze_weight.to(dtype).reshape({w.S, w.C});
   const at::Tensor e1 = expand1x1_weight.to(dtype).reshape({w.E1, w.S});
   const at::Tensor e3 = expand3x3_weight.to(dtype);  // [E3, S, 3, 3]
-  w.squeeze_t = sq.t().contiguous();
-  w.expand1x1_t = e1.t().contiguous();
-  w.expand3x3_t = e3.permute({2, 3, 1, 0}).reshape({9, w.S, w.E3}).contiguous();
-  w.squeeze = sq.contiguous();
-  w.expand1x1 = e1.contiguous();
-  w.expand3x3 = e3.permute({2, 3, 0, 1}).reshape({9, w.E3, w.S}).contiguous();
-  w.expand3x3_rows = e3.permute({0, 2, 3, 1}).reshape({w.E3, 9 * w.S}).contiguous();
+  const bool pixel_major = !planar;
+  // squeeze recompute: pixel-major x [pixels, C] * [C, S]; planar [S, C] * x [C, pixels]. The input gradient
+  // uses the other one.
+  if (pixel_major || backward) w.squeeze_t = sq.t().contiguous();
+  if (planar || backward) w.squeeze = sq.contiguous();
+  if (pixel_major != backward) {  // forward pixel-major, or the planar squeeze gradient
+    w.expand1x1_t = e1.t().contiguous();
+    w.expand3x3_t = e3.permute({2, 3, 1, 0}).reshape({9, w.S, w.E3}).contiguous();
+  } else if (backward) {  // pixel-major squeeze gradient
+    w.expand1x1 = e1.contiguous();
+    w.expand3x3 = e3.permute({2, 3, 0, 1}).reshape({9, w.E3, w.S}).contiguous();
+  } else {  // planar forward
+    w.expand1x1 = e1.contiguous();
+    w.expand3x3_rows = e3.permute({0, 2, 3, 1}).reshape({w.E3, 9 * w.S}).contiguous();
+  }
   w.squeeze_bias = bias_or_zeros(squeeze_bias, w.S, dtype);
-  w.expand_bias = at::cat({bias_or_zeros(expand1x1_bias, w.E1, dtype), bias_or_zeros(expand3x3_bias, w.E3, dtype)});
+  if (!backward)
+    w.expand_bias =
+        at::cat({bias_or_zeros(expand1x1_bias, w.E1, dtype), bias_or_zeros(expand3x3_bias, w.E3, dtype)});
   return w;
 }
 
@@ -152,28 +165,52 @@ inline TileGrid make_tile_grid(int64_t batch, int64_t height, int64_t width) {
   return g;
 }
 
+// A thread's scratch buffers, kept across calls (grow-only) so a call pays neither allocation nor page faults
+// nor zero-filling: every tile writes what it reads. At most a few MB per thread for SqueezeNet's shapes.
+template <typename acc_t>
+class Scratch {
+ public:
+  enum Slot { kX, kSqueezeAcc, kSpad, kIm2col, kOut, kSpadT, kGrad, kGradSqueeze, kGradSqueezeDense, kGradX,
+              kGradSqueezeT, kSlots };
+  static acc_t* get(Slot slot, int64_t count) {
+    thread_local Scratch scratch;
+    auto& buffer = scratch.buffers_[slot];
+    if (scratch.sizes_[slot] < count) {
+      buffer.reset(new acc_t[count]);
+      scratch.sizes_[slot] = count;
+    }
+    return buffer.get();
+  }
+
+ private:
+  std::unique_ptr<acc_t[]> buffers_[kSlots];
+  int64_t sizes_[kSlots] = {};
+};
+
 template <typename acc_t>
 struct TileBuffers {
-  std::vector<acc_t> x, squeeze_acc, spad;
-  const acc_t* x_rows = nullptr;                                     // the loaded rows: x.data() or the input
-  std::vector<acc_t> im2col, out;                                    // forward (im2col: planar only)
-  std::vector<acc_t> spad_t, grad, grad_squeeze, grad_squeeze_dense, grad_x, grad_squeeze_t;  // backward
+  using S_ = Scratch<acc_t>;
+  acc_t *x, *squeeze_acc, *spad;
+  const acc_t* x_rows = nullptr;                          // the loaded rows: x or the input itself
+  acc_t *im2col = nullptr, *out = nullptr;                // forward (im2col: planar tiles only)
+  acc_t *spad_t = nullptr, *grad = nullptr, *grad_squeeze = nullptr, *grad_squeeze_dense = nullptr,
+        *grad_x = nullptr, *grad_squeeze_t = nullptr;     // backward
   TileBuffers(const TileGrid& g, int64_t C, int64_t S, int64_t E, bool backward) {
     const int64_t halo_pixels = (g.rows + 2) * g.width;
-    x.resize(halo_pixels * C);
-    squeeze_acc.resize(halo_pixels * S);
-    spad.resize(g.padded_pixels() * S);
+    x = S_::get(S_::kX, halo_pixels * C);
+    squeeze_acc = S_::get(S_::kSqueezeAcc, halo_pixels * S);
+    spad = S_::get(S_::kSpad, g.padded_pixels() * S);
     const int64_t flat = g.flat_pixels(g.rows), dense = g.rows * g.width;
     if (!backward) {
-      im2col.resize(flat * 9 * S);
-      out.resize(flat * E);
+      im2col = S_::get(S_::kIm2col, flat * 9 * S);
+      out = S_::get(S_::kOut, flat * E);
     } else {
-      spad_t.resize(g.padded_pixels() * S);
-      grad.resize(g.padded_pixels() * E);
-      grad_squeeze.resize(flat * S);
-      grad_squeeze_dense.resize(dense * S);
-      grad_x.resize(dense * C);
-      grad_squeeze_t.resize(dense * S);
+      spad_t = S_::get(S_::kSpadT, g.padded_pixels() * S);
+      grad = S_::get(S_::kGrad, g.padded_pixels() * E);
+      grad_squeeze = S_::get(S_::kGradSqueeze, flat * S);
+      grad_squeeze_dense = S_::get(S_::kGradSqueezeDense, dense * S);
+      grad_x = S_::get(S_::kGradX, dense * C);
+      grad_squeeze_t = S_::get(S_::kGradSqueezeT, dense * S);
     }
   }
 };
@@ -186,12 +223,12 @@ int64_t squeeze_tile(const FireWeights<acc_t>& w, const TileGrid& g, int64_t n, 
                      TileBuffers<acc_t>& buf, const Loader& load) {
   const int64_t W = g.width, PW = g.padded_width(), S = w.S;
   const int64_t g0 = std::max<int64_t>(r0 - 1, 0), g1 = std::min<int64_t>(r1 + 1, g.height);
-  buf.x_rows = load(n, g0, g1, buf.x.data());
-  gemm<acc_t>((g1 - g0) * W, S, w.C, buf.x_rows, w.C, w.p(w.squeeze_t), S, buf.squeeze_acc.data(), S, false);
+  buf.x_rows = load(n, g0, g1, buf.x);
+  gemm<acc_t>((g1 - g0) * W, S, w.C, buf.x_rows, w.C, w.p(w.squeeze_t), S, buf.squeeze_acc, S, false);
   const acc_t* bias = w.p(w.squeeze_bias);
   const int64_t padded_rows = (r1 - r0) + 2;
   for (int64_t lr = 0; lr < padded_rows; ++lr) {
-    acc_t* row = buf.spad.data() + lr * PW * S;
+    acc_t* row = buf.spad + lr * PW * S;
     const int64_t gr = r0 - 1 + lr;
     if (gr < g0 || gr >= g1) {
       std::fill(row, row + PW * S, acc_t(0));
@@ -199,7 +236,7 @@ int64_t squeeze_tile(const FireWeights<acc_t>& w, const TileGrid& g, int64_t n, 
     }
     std::fill(row, row + S, acc_t(0));
     std::fill(row + (PW - 1) * S, row + PW * S, acc_t(0));
-    const acc_t* src = buf.squeeze_acc.data() + (gr - g0) * W * S;
+    const acc_t* src = buf.squeeze_acc + (gr - g0) * W * S;
     acc_t* dst = row + S;
     for (int64_t i = 0; i < W * S; i += S)
       for (int64_t s = 0; s < S; ++s) dst[i + s] = std::max(src[i + s] + bias[s], acc_t(0));
@@ -214,8 +251,8 @@ void fire_forward_tile(const FireWeights<acc_t>& w, const TileGrid& g, int64_t n
                        TileBuffers<acc_t>& buf, const Loader& load, const Store& store) {
   squeeze_tile(w, g, n, r0, r1, buf, load);
   const int64_t PW = g.padded_width(), S = w.S, E = w.E(), flat = g.flat_pixels(r1 - r0);
-  const acc_t* centre = buf.spad.data() + (PW + 1) * S;
-  acc_t* out = buf.out.data();
+  const acc_t* centre = buf.spad + (PW + 1) * S;
+  acc_t* out = buf.out;
   gemm<acc_t>(flat, w.E1, S, centre, S, w.p(w.expand1x1_t), w.E1, out, E, false);
   // The 3x3 as three GEMMs, one per kernel row, with K = 3 * S and no im2col: for a fixed row of taps the
   // three horizontally adjacent squeeze pixels a output pixel needs are contiguous in spad, so operand A is
@@ -257,7 +294,7 @@ void fire_backward_tile(const FireWeights<acc_t>& w, const TileGrid& g, int64_t 
   const int64_t dense = R * W, centre = PW + 1;
 
   // Masked output gradient with a zero border and a one-row halo (the 3x3 data-gradient reads it).
-  acc_t* grad = buf.grad.data();
+  acc_t* grad = buf.grad;
   const int64_t gg0 = std::max<int64_t>(r0 - 1, 0), gg1 = std::min<int64_t>(r1 + 1, g.height);
   std::fill(grad, grad + padded_pixels * E, acc_t(0));
   load_grad(n, gg0, gg1, grad + (gg0 - (r0 - 1)) * PW * E, PW, E);
@@ -269,18 +306,18 @@ void fire_backward_tile(const FireWeights<acc_t>& w, const TileGrid& g, int64_t 
 
   // Squeeze gradient over the flat range: expand1x1^T plus the nine 3x3 taps (a tap that reads s[p + shift]
   // in the forward sends grad[p] back to p + shift, i.e. reads grad[q - shift] here), then the ReLU mask.
-  acc_t* gs = buf.grad_squeeze.data();
+  acc_t* gs = buf.grad_squeeze;
   gemm<acc_t>(flat, S, E1, grad + centre * E, E, w.p(w.expand1x1), S, gs, S, false);
   for (int64_t tap = 0; tap < 9; ++tap) {
     const int64_t shift = (tap / 3 - 1) * PW + (tap % 3 - 1);
     gemm<acc_t>(flat, S, E3, grad + (centre - shift) * E + E1, E, w.p(w.expand3x3) + tap * E3 * S, S, gs, S, true);
   }
-  const acc_t* spad = buf.spad.data();
+  const acc_t* spad = buf.spad;
   for (int64_t q = 0; q < flat * S; ++q)
     if (!(spad[centre * S + q] > acc_t(0))) gs[q] = acc_t(0);
 
   // Expand weight gradients: s^T (transposed once) times the masked gradient, per tap for the 3x3.
-  acc_t* spad_t = buf.spad_t.data();
+  acc_t* spad_t = buf.spad_t;
   transpose(spad, padded_pixels, S, S, spad_t, padded_pixels);
   gemm<acc_t>(S, E1, flat, spad_t + centre, padded_pixels, grad + centre * E, E, parts.expand1x1, E1, true);
   for (int64_t tap = 0; tap < 9; ++tap) {
@@ -290,16 +327,16 @@ void fire_backward_tile(const FireWeights<acc_t>& w, const TileGrid& g, int64_t 
   }
 
   // Dense squeeze gradient of the tile's own pixels -> squeeze bias/weight gradients and the input gradient.
-  acc_t* gsd = buf.grad_squeeze_dense.data();
+  acc_t* gsd = buf.grad_squeeze_dense;
   for (int64_t i = 0; i < R; ++i) std::copy(gs + i * PW * S, gs + (i * PW + W) * S, gsd + i * W * S);
   for (int64_t p = 0; p < dense; ++p)
     for (int64_t s = 0; s < S; ++s) parts.squeeze_bias[s] += gsd[p * S + s];
   // squeeze weight gradient [S, C] = gsd^T x: transposing the small squeeze gradient, not the input.
-  acc_t* gsd_t = buf.grad_squeeze_t.data();
+  acc_t* gsd_t = buf.grad_squeeze_t;
   transpose(gsd, dense, S, S, gsd_t, dense);
   gemm<acc_t>(S, C, dense, gsd_t, dense, buf.x_rows + (r0 - g0) * W * C, C, parts.squeeze, C, true);
-  gemm<acc_t>(dense, C, S, gsd, S, w.p(w.squeeze), C, buf.grad_x.data(), C, false);
-  sink(n, r0, r1, static_cast<const acc_t*>(buf.grad_x.data()));
+  gemm<acc_t>(dense, C, S, gsd, S, w.p(w.squeeze), C, buf.grad_x, C, false);
+  sink(n, r0, r1, static_cast<const acc_t*>(buf.grad_x));
 }
 
 // Runs tile(n, r0, r1, buffers) over every tile, in parallel.

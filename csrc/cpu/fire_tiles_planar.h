@@ -18,12 +18,12 @@ int64_t squeeze_tile_planar(const FireWeights<acc_t>& w, const TileGrid& g, int6
   const int64_t W = g.width, PW = g.padded_width(), S = w.S;
   const int64_t g0 = std::max<int64_t>(r0 - 1, 0), g1 = std::min<int64_t>(r1 + 1, g.height);
   const int64_t pixels = (g1 - g0) * W, padded_rows = (r1 - r0) + 2, padded_pixels = padded_rows * PW;
-  buf.x_rows = load(n, g0, g1, buf.x.data(), x_ld);
-  acc_t* sq = buf.squeeze_acc.data();
+  buf.x_rows = load(n, g0, g1, buf.x, x_ld);
+  acc_t* sq = buf.squeeze_acc;
   gemm<acc_t>(S, pixels, w.C, w.p(w.squeeze), w.C, buf.x_rows, *x_ld, sq, pixels, false);
   const acc_t* bias = w.p(w.squeeze_bias);
   for (int64_t s = 0; s < S; ++s) {
-    acc_t* plane = buf.spad.data() + s * padded_pixels;
+    acc_t* plane = buf.spad + s * padded_pixels;
     for (int64_t lr = 0; lr < padded_rows; ++lr) {
       acc_t* row = plane + lr * PW;
       const int64_t gr = r0 - 1 + lr;
@@ -47,10 +47,10 @@ void fire_forward_tile_planar(const FireWeights<acc_t>& w, const TileGrid& g, in
   squeeze_tile_planar(w, g, n, r0, r1, buf, load, &x_ld);
   const int64_t PW = g.padded_width(), S = w.S, flat = g.flat_pixels(r1 - r0);
   const int64_t padded_pixels = (r1 - r0 + 2) * PW, centre = PW + 1;
-  const acc_t* spad = buf.spad.data();
-  acc_t* out = buf.out.data();
+  const acc_t* spad = buf.spad;
+  acc_t* out = buf.out;
   gemm<acc_t>(w.E1, flat, S, w.p(w.expand1x1), S, spad + centre, padded_pixels, out, flat, false);
-  acc_t* cols = buf.im2col.data();  // [(tap, s), flat]: each row a shifted row of a squeeze plane
+  acc_t* cols = buf.im2col;  // [(tap, s), flat]: each row a shifted row of a squeeze plane
   for (int64_t tap = 0; tap < 9; ++tap) {
     const int64_t shift = (tap / 3 - 1) * PW + (tap % 3 - 1);
     for (int64_t s = 0; s < S; ++s) {
@@ -73,9 +73,9 @@ void fire_backward_tile_planar(const FireWeights<acc_t>& w, const TileGrid& g, i
   const int64_t W = g.width, PW = g.padded_width(), C = w.C, S = w.S, E1 = w.E1, E3 = w.E3, E = w.E();
   const int64_t R = r1 - r0, padded_pixels = (R + 2) * PW, flat = g.flat_pixels(R), dense = R * W;
   const int64_t centre = PW + 1;
-  const acc_t* spad = buf.spad.data();
+  const acc_t* spad = buf.spad;
 
-  acc_t* grad = buf.grad.data();  // [E, padded pixels]
+  acc_t* grad = buf.grad;  // [E, padded pixels]
   const int64_t gg0 = std::max<int64_t>(r0 - 1, 0), gg1 = std::min<int64_t>(r1 + 1, g.height);
   std::fill(grad, grad + E * padded_pixels, acc_t(0));
   load_grad(n, gg0, gg1, grad + (gg0 - (r0 - 1)) * PW, padded_pixels, PW);
@@ -89,7 +89,7 @@ void fire_backward_tile_planar(const FireWeights<acc_t>& w, const TileGrid& g, i
   }
 
   // Squeeze gradient [S, flat]: expand1x1^T and the nine 3x3 taps, then the squeeze ReLU mask.
-  acc_t* gs = buf.grad_squeeze.data();
+  acc_t* gs = buf.grad_squeeze;
   gemm<acc_t>(S, flat, E1, w.p(w.expand1x1_t), E1, grad + centre, padded_pixels, gs, flat, false);
   for (int64_t tap = 0; tap < 9; ++tap) {
     const int64_t shift = (tap / 3 - 1) * PW + (tap % 3 - 1);
@@ -104,7 +104,7 @@ void fire_backward_tile_planar(const FireWeights<acc_t>& w, const TileGrid& g, i
   }
 
   // Expand weight gradients [E1, S] and [9, E3, S]: gradient rows times the pixel-major squeeze tile.
-  acc_t* spad_pm = buf.spad_t.data();
+  acc_t* spad_pm = buf.spad_t;
   transpose(spad, S, padded_pixels, padded_pixels, spad_pm, S);
   gemm<acc_t>(E1, S, flat, grad + centre, padded_pixels, spad_pm + centre * S, S, parts.expand1x1, S, true);
   for (int64_t tap = 0; tap < 9; ++tap) {
@@ -114,7 +114,7 @@ void fire_backward_tile_planar(const FireWeights<acc_t>& w, const TileGrid& g, i
   }
 
   // The tile's own pixels: squeeze bias/weight gradients and the input gradient.
-  acc_t* gsd = buf.grad_squeeze_dense.data();  // [S, dense]
+  acc_t* gsd = buf.grad_squeeze_dense;  // [S, dense]
   for (int64_t s = 0; s < S; ++s) {
     acc_t sum = 0;
     for (int64_t i = 0; i < R; ++i) {
@@ -124,11 +124,11 @@ void fire_backward_tile_planar(const FireWeights<acc_t>& w, const TileGrid& g, i
     }
     parts.squeeze_bias[s] += sum;
   }
-  acc_t* gsd_pm = buf.grad_squeeze_t.data();  // [dense, S]
+  acc_t* gsd_pm = buf.grad_squeeze_t;  // [dense, S]
   transpose(gsd, S, dense, dense, gsd_pm, S);
   gemm<acc_t>(C, S, dense, buf.x_rows + (r0 - g0) * W, x_ld, gsd_pm, S, parts.squeeze, S, true);
-  gemm<acc_t>(C, dense, S, w.p(w.squeeze_t), S, gsd, dense, buf.grad_x.data(), dense, false);
-  sink(n, r0, r1, static_cast<const acc_t*>(buf.grad_x.data()), dense);
+  gemm<acc_t>(C, dense, S, w.p(w.squeeze_t), S, gsd, dense, buf.grad_x, dense, false);
+  sink(n, r0, r1, static_cast<const acc_t*>(buf.grad_x), dense);
 }
 
 // ------------------------------------------------------------------------------- loaders and stores

@@ -100,14 +100,15 @@ at::Tensor unpool_fire_cpu(const at::Tensor& input, const at::Tensor& indices, c
   const PoolGeometry pool = cpu::scan_pool_indices(indices, kernel_size, stride, padding, d.height, d.width);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "unpool_fire_cpu", [&] {
     using acc_t = acc_type_for<scalar_t>;
+    const bool planar = use_planar_tiles(input);
     const auto w = cpu::pack_fire_weights<acc_t>(d, squeeze_weight, squeeze_bias, expand1x1_weight, expand1x1_bias,
-                                                 expand3x3_weight, expand3x3_bias);
+                                                 expand3x3_weight, expand3x3_bias, planar, /*backward=*/false);
     const cpu::TileGrid grid = cpu::make_tile_grid(d.batch, d.height, d.width);
     const scalar_t* in = input.const_data_ptr<scalar_t>();
     const int64_t* idx = indices.const_data_ptr<int64_t>();
     scalar_t* out = output.mutable_data_ptr<scalar_t>();
     const acc_t* bias = w.p(w.expand_bias);
-    if (use_planar_tiles(input)) {
+    if (planar) {
       const UnpoolRowLoader<scalar_t, acc_t, true> load{in, idx, Strides4(input), Strides4(indices), d.in_channels,
                                                         pool};
       const cpu::PlanarActivationStore<scalar_t, acc_t> store{out, Strides4(output), bias, d.out_channels(), d.width};
@@ -143,8 +144,9 @@ unpool_fire_backward_cpu(const at::Tensor& grad_output, const at::Tensor& input,
     const PoolGeometry pool = cpu::scan_pool_indices(indices, kernel_size, stride, padding, d.height, d.width);
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "unpool_fire_backward_cpu", [&] {
       using acc_t = acc_type_for<scalar_t>;
+      const bool planar = use_planar_tiles(input);
       const auto w = cpu::pack_fire_weights<acc_t>(d, squeeze_weight, squeeze_bias, expand1x1_weight, std::nullopt,
-                                                   expand3x3_weight, std::nullopt);
+                                                   expand3x3_weight, std::nullopt, planar, /*backward=*/true);
       const cpu::TileGrid grid = cpu::make_tile_grid(d.batch, d.height, d.width);
       const scalar_t* in = input.const_data_ptr<scalar_t>();
       const int64_t* idx = indices.const_data_ptr<int64_t>();
@@ -152,7 +154,6 @@ unpool_fire_backward_cpu(const at::Tensor& grad_output, const at::Tensor& input,
       const scalar_t* out = output.const_data_ptr<scalar_t>();
       scalar_t* gi = grad_input.mutable_data_ptr<scalar_t>();
       const Strides4 in_st(input), idx_st(indices), go_st(grad_output), out_st(output), gi_st(grad_input);
-      const bool planar = use_planar_tiles(input);
       at::Tensor flat;
       if (planar) {
         const UnpoolRowLoader<scalar_t, acc_t, true> load{in, idx, in_st, idx_st, d.in_channels, pool};
