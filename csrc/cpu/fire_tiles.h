@@ -56,6 +56,12 @@ inline void transpose(const T* src, int64_t rows, int64_t cols, int64_t ld_src, 
     }
 }
 
+// values[i] = 0 where !(reference[i] > 0): the ReLU mask of a gradient (written to vectorise).
+template <typename T>
+inline void mask_where_not_positive(T* __restrict__ values, const T* __restrict__ reference, int64_t count) {
+  for (int64_t i = 0; i < count; ++i) values[i] = reference[i] > T(0) ? values[i] : T(0);
+}
+
 template <typename scalar_t>
 using acc_type_for = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
 
@@ -298,10 +304,11 @@ void fire_backward_tile(const FireWeights<acc_t>& w, const TileGrid& g, int64_t 
   const int64_t gg0 = std::max<int64_t>(r0 - 1, 0), gg1 = std::min<int64_t>(r1 + 1, g.height);
   std::fill(grad, grad + padded_pixels * E, acc_t(0));
   load_grad(n, gg0, gg1, grad + (gg0 - (r0 - 1)) * PW * E, PW, E);
+  acc_t* __restrict__ expand_bias = parts.expand_bias;
   for (int64_t i = 0; i < R; ++i) {
-    const acc_t* row = grad + ((i + 1) * PW + 1) * E;
+    const acc_t* __restrict__ row = grad + ((i + 1) * PW + 1) * E;
     for (int64_t j = 0; j < W * E; j += E)
-      for (int64_t c = 0; c < E; ++c) parts.expand_bias[c] += row[j + c];
+      for (int64_t c = 0; c < E; ++c) expand_bias[c] += row[j + c];
   }
 
   // Squeeze gradient over the flat range: expand1x1^T plus the nine 3x3 taps (a tap that reads s[p + shift]
@@ -312,9 +319,8 @@ void fire_backward_tile(const FireWeights<acc_t>& w, const TileGrid& g, int64_t 
     const int64_t shift = (tap / 3 - 1) * PW + (tap % 3 - 1);
     gemm<acc_t>(flat, S, E3, grad + (centre - shift) * E + E1, E, w.p(w.expand3x3) + tap * E3 * S, S, gs, S, true);
   }
+  mask_where_not_positive(gs, buf.spad + centre * S, flat * S);
   const acc_t* spad = buf.spad;
-  for (int64_t q = 0; q < flat * S; ++q)
-    if (!(spad[centre * S + q] > acc_t(0))) gs[q] = acc_t(0);
 
   // Expand weight gradients: s^T (transposed once) times the masked gradient, per tap for the 3x3.
   acc_t* spad_t = buf.spad_t;
@@ -329,8 +335,9 @@ void fire_backward_tile(const FireWeights<acc_t>& w, const TileGrid& g, int64_t 
   // Dense squeeze gradient of the tile's own pixels -> squeeze bias/weight gradients and the input gradient.
   acc_t* gsd = buf.grad_squeeze_dense;
   for (int64_t i = 0; i < R; ++i) std::copy(gs + i * PW * S, gs + (i * PW + W) * S, gsd + i * W * S);
+  acc_t* __restrict__ squeeze_bias = parts.squeeze_bias;
   for (int64_t p = 0; p < dense; ++p)
-    for (int64_t s = 0; s < S; ++s) parts.squeeze_bias[s] += gsd[p * S + s];
+    for (int64_t s = 0; s < S; ++s) squeeze_bias[s] += gsd[p * S + s];
   // squeeze weight gradient [S, C] = gsd^T x: transposing the small squeeze gradient, not the input.
   acc_t* gsd_t = buf.grad_squeeze_t;
   transpose(gsd, dense, S, S, gsd_t, dense);
@@ -463,11 +470,13 @@ struct MaskedGradLoader {
     if (gs.c == 1 && os.c == 1) {  // channels_last: contiguous channel runs, vectorised
       for (int64_t h = g0; h < g1; ++h)
         for (int64_t w = 0; w < W; ++w) {
-          const scalar_t* g_px = grad + gs.at(n, 0, h, w);
-          const scalar_t* o_px = output + os.at(n, 0, h, w);
-          acc_t* d = dst + ((h - g0) * padded_width + 1 + w) * E;
-          for (int64_t e = 0; e < E; ++e)
-            d[e] = static_cast<acc_t>(o_px[e]) > acc_t(0) ? static_cast<acc_t>(g_px[e]) : acc_t(0);
+          const scalar_t* __restrict__ g_px = grad + gs.at(n, 0, h, w);
+          const scalar_t* __restrict__ o_px = output + os.at(n, 0, h, w);
+          acc_t* __restrict__ d = dst + ((h - g0) * padded_width + 1 + w) * E;
+          for (int64_t e = 0; e < E; ++e) {  // both loads unconditional, so the select vectorises
+            const acc_t g = static_cast<acc_t>(g_px[e]);
+            d[e] = static_cast<acc_t>(o_px[e]) > acc_t(0) ? g : acc_t(0);
+          }
         }
       return;
     }

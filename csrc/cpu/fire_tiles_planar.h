@@ -96,12 +96,7 @@ void fire_backward_tile_planar(const FireWeights<acc_t>& w, const TileGrid& g, i
     gemm<acc_t>(S, flat, E3, w.p(w.expand3x3_t) + tap * S * E3, E3, grad + E1 * padded_pixels + centre - shift,
                 padded_pixels, gs, flat, true);
   }
-  for (int64_t s = 0; s < S; ++s) {
-    const acc_t* mask = spad + s * padded_pixels + centre;
-    acc_t* row = gs + s * flat;
-    for (int64_t q = 0; q < flat; ++q)
-      if (!(mask[q] > acc_t(0))) row[q] = acc_t(0);
-  }
+  for (int64_t s = 0; s < S; ++s) mask_where_not_positive(gs + s * flat, spad + s * padded_pixels + centre, flat);
 
   // Expand weight gradients [E1, S] and [9, E3, S]: gradient rows times the pixel-major squeeze tile.
   acc_t* spad_pm = buf.spad_t;
@@ -169,12 +164,14 @@ struct PlanarMaskedGradLoader {
   void operator()(int64_t n, int64_t g0, int64_t g1, acc_t* dst, int64_t ld, int64_t padded_width) const {
     for (int64_t e = 0; e < E; ++e)
       for (int64_t h = g0; h < g1; ++h) {
-        const scalar_t* g_row = grad + gs.at(n, e, h, 0);
-        const scalar_t* o_row = output + os.at(n, e, h, 0);
-        acc_t* d = dst + e * ld + (h - g0) * padded_width + 1;
+        const scalar_t* __restrict__ g_row = grad + gs.at(n, e, h, 0);
+        const scalar_t* __restrict__ o_row = output + os.at(n, e, h, 0);
+        acc_t* __restrict__ d = dst + e * ld + (h - g0) * padded_width + 1;
         if (gs.w == 1 && os.w == 1) {
-          for (int64_t w = 0; w < W; ++w)
-            d[w] = static_cast<acc_t>(o_row[w]) > acc_t(0) ? static_cast<acc_t>(g_row[w]) : acc_t(0);
+          for (int64_t w = 0; w < W; ++w) {  // both loads unconditional, so the select vectorises
+            const acc_t g = static_cast<acc_t>(g_row[w]);
+            d[w] = static_cast<acc_t>(o_row[w]) > acc_t(0) ? g : acc_t(0);
+          }
         } else {
           for (int64_t w = 0; w < W; ++w)
             d[w] = static_cast<acc_t>(o_row[w * os.w]) > acc_t(0) ? static_cast<acc_t>(g_row[w * gs.w]) : acc_t(0);
