@@ -156,14 +156,15 @@ struct TileGrid {
   int64_t flat_pixels(int64_t r) const { return (r - 1) * padded_width() + width; }
 };
 
-// ~192 output pixels per tile keeps a tile's buffers in L2 for every SqueezeNet Fire; fewer rows when that
-// would leave threads idle (batch 1 on the 13x13 layers).
-inline TileGrid make_tile_grid(int64_t batch, int64_t height, int64_t width) {
+// About `target_pixels` output pixels per tile: ~192 keeps a forward tile's buffers in L2 for every SqueezeNet
+// Fire, and the backward (more buffers, but a halo and weight-gradient accumulators to amortise) measured best
+// near 384. Fewer rows when that would leave threads idle (batch 1 on the 13x13 layers).
+inline TileGrid make_tile_grid(int64_t batch, int64_t height, int64_t width, int64_t target_pixels = 192) {
   TileGrid g;
   g.batch = batch;
   g.height = height;
   g.width = width;
-  int64_t rows = std::max<int64_t>(1, std::min<int64_t>(height, (192 + width - 1) / std::max<int64_t>(width, 1)));
+  int64_t rows = std::max<int64_t>(1, std::min<int64_t>(height, (target_pixels + width - 1) / std::max<int64_t>(width, 1)));
   const int64_t threads = at::get_num_threads();
   while (rows > 1 && batch * ((height + rows - 1) / rows) < 2 * threads) --rows;
   g.rows = rows;
