@@ -159,14 +159,17 @@ struct TileGrid {
 // About `target_pixels` output pixels per tile: ~192 keeps a forward tile's buffers in L2 for every SqueezeNet
 // Fire, and the backward (more buffers, but a halo and weight-gradient accumulators to amortise) measured best
 // near 384. Fewer rows when that would leave threads idle (batch 1 on the 13x13 layers).
-inline TileGrid make_tile_grid(int64_t batch, int64_t height, int64_t width, int64_t target_pixels = 192) {
+// The backward passes a fixed `min_tiles` instead of deriving it from the thread count: its tiling decides
+// how weight gradients are summed, and that must not change with the number of threads.
+inline TileGrid make_tile_grid(int64_t batch, int64_t height, int64_t width, int64_t target_pixels = 192,
+                               int64_t min_tiles = 0) {
   TileGrid g;
   g.batch = batch;
   g.height = height;
   g.width = width;
   int64_t rows = std::max<int64_t>(1, std::min<int64_t>(height, (target_pixels + width - 1) / std::max<int64_t>(width, 1)));
-  const int64_t threads = at::get_num_threads();
-  while (rows > 1 && batch * ((height + rows - 1) / rows) < 2 * threads) --rows;
+  if (min_tiles <= 0) min_tiles = 2 * at::get_num_threads();
+  while (rows > 1 && batch * ((height + rows - 1) / rows) < min_tiles) --rows;
   g.rows = rows;
   g.tiles_per_image = (height + rows - 1) / rows;
   return g;
