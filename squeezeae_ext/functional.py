@@ -77,6 +77,16 @@ def unpool_output_size(
     return [kernel, step, pad, size]
 
 
+def _unpool_args(input, indices, kernel_size, stride, padding, output_size, op):
+    """(4-D input, 4-D indices, whether unbatched, [kernel, stride, padding, output_size]) for an unpool op."""
+    x4, unbatched = _batched(input, "input", op)
+    if not isinstance(indices, Tensor):
+        raise TypeError(f"{op}: indices must be a Tensor, got {type(indices).__name__}")
+    if unbatched and indices.dim() == 3:
+        indices = indices.unsqueeze(0)
+    return x4, indices, unbatched, unpool_output_size(x4.shape[-2:], kernel_size, stride, padding, output_size, op)
+
+
 def fire(
     x: Tensor,
     squeeze_weight: Tensor,
@@ -102,11 +112,9 @@ def max_unpool2d(
     output_size: Optional[Sequence[int]] = None,
 ) -> Tensor:
     """F.max_unpool2d, deterministic: with duplicate indices the element latest in row-major (h, w) order wins."""
-    x4, unbatched = _batched(input, "input", "max_unpool2d")
-    if unbatched and isinstance(indices, Tensor) and indices.dim() == 3:
-        indices = indices.unsqueeze(0)
-    kernel, step, pad, size = unpool_output_size(x4.shape[-2:], kernel_size, stride, padding, output_size)
-    out = ops.max_unpool2d(x4, indices, kernel, step, pad, size)
+    x4, indices, unbatched, pool = _unpool_args(input, indices, kernel_size, stride, padding, output_size,
+                                                "max_unpool2d")
+    out = ops.max_unpool2d(x4, indices, *pool)
     return out.squeeze(0) if unbatched else out
 
 
@@ -125,12 +133,8 @@ def unpool_fire(
     output_size: Optional[Sequence[int]] = None,
 ) -> Tensor:
     """fire(max_unpool2d(input, indices, ...), ...) without materialising the unpooled tensor."""
-    x4, unbatched = _batched(input, "input", "unpool_fire")
-    if unbatched and isinstance(indices, Tensor) and indices.dim() == 3:
-        indices = indices.unsqueeze(0)
-    kernel, step, pad, size = unpool_output_size(
-        x4.shape[-2:], kernel_size, stride, padding, output_size, op="unpool_fire"
-    )
+    x4, indices, unbatched, pool = _unpool_args(input, indices, kernel_size, stride, padding, output_size,
+                                                "unpool_fire")
     out = ops.unpool_fire(x4, indices, squeeze_weight, squeeze_bias, expand1x1_weight, expand1x1_bias,
-                          expand3x3_weight, expand3x3_bias, kernel, step, pad, size)
+                          expand3x3_weight, expand3x3_bias, *pool)
     return out.squeeze(0) if unbatched else out

@@ -4,26 +4,17 @@ from typing import Optional, Sequence
 from torch import Tensor, nn
 
 from . import functional
+from .squeezenet import TorchvisionFire
 
 __all__ = ["Fire", "MaxUnpool2d", "UnpoolFire"]
 
 
-class Fire(nn.Module):
+class Fire(TorchvisionFire):
     """torchvision.models.squeezenet.Fire computed by the fused op.
 
     Children ``squeeze``, ``expand1x1`` and ``expand3x3`` are the same ``nn.Conv2d`` layers torchvision builds
-    (same names, shapes and default initialisation), so state dicts load both ways.
+    (same names, shapes and default initialisation), so state dicts load both ways; only ``forward`` differs.
     """
-
-    def __init__(self, inplanes: int, squeeze_planes: int, expand1x1_planes: int, expand3x3_planes: int) -> None:
-        super().__init__()
-        self.inplanes = inplanes
-        self.squeeze = nn.Conv2d(inplanes, squeeze_planes, kernel_size=1)
-        self.squeeze_activation = nn.ReLU(inplace=True)
-        self.expand1x1 = nn.Conv2d(squeeze_planes, expand1x1_planes, kernel_size=1)
-        self.expand1x1_activation = nn.ReLU(inplace=True)
-        self.expand3x3 = nn.Conv2d(squeeze_planes, expand3x3_planes, kernel_size=3, padding=1)
-        self.expand3x3_activation = nn.ReLU(inplace=True)
 
     def forward(self, x: Tensor) -> Tensor:
         return functional.fire(
