@@ -41,7 +41,7 @@ FORMAT = "squeezeae-checkpoint-v1"
 # Architecture: must match a resumed checkpoint. Unset options take the checkpoint's value, then these.
 ARCH_DEFAULTS = {"model": "squeeze", "widths": [16, 32, 64], "latent_channels": 16, "squeeze_ratio": 0.25}
 # Training and data: unset options take the checkpoint's value, then these; a change only warns.
-TRAIN_DEFAULTS = {"epochs": 20, "batch_size": 32, "lr": 3e-3, "seed": 0}
+TRAIN_DEFAULTS = {"epochs": 40, "batch_size": 32, "lr": 3e-3, "seed": 0}
 DATA_DEFAULTS = {"data": None, "resize": None, "color": "auto", "limit": None, "val_fraction": 0.1,
                  "split_seed": 0}
 
