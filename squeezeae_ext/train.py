@@ -183,6 +183,9 @@ def _atomic_write(path: str, write) -> None:
     folder = os.path.dirname(os.path.abspath(path))
     handle, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; outputs get the user's usual permissions
         with os.fdopen(handle, "wb") as f:
             write(f)
             f.flush()
