@@ -47,7 +47,9 @@ def _sources(pattern):
 def build_extension():
     with_cuda = _want_cuda()
     sources = _sources("csrc/*.cpp") + _sources("csrc/cpu/*.cpp")
-    cxx_flags = ["-O3", "-fvisibility=hidden", "-Wall", "-Wno-unused-function"]
+    # -fopenmp: ATen's at::parallel_for is an inline `#pragma omp parallel` (torch is built with OpenMP); an
+    # extension compiled without the flag silently runs every parallel_for on one thread.
+    cxx_flags = ["-O3", "-fopenmp", "-fvisibility=hidden", "-Wall", "-Wno-unused-function"]
     define_macros = []
     if _flag("SQUEEZEAE_NATIVE"):
         cxx_flags.append("-march=native")
@@ -67,6 +69,7 @@ def build_extension():
         include_dirs=include_dirs,
         define_macros=define_macros,
         extra_compile_args=extra,
+        extra_link_args=["-fopenmp"],
     )
 
 
