@@ -65,6 +65,18 @@ class _AutoencoderBase(nn.Module):
 
     pool_kernel = 2
 
+    def encode(self, x: Tensor) -> Encoded:
+        """(latent, pooling indices per level, pre-pool sizes per level) of x."""
+        self._check_input(x)
+        x = self.stem_activation(self.stem(x))
+        indices, sizes = [], []
+        for block in self.encoder:
+            x = block(x)
+            sizes.append((x.shape[-2], x.shape[-1]))
+            x, idx = self._pool(x)
+            indices.append(idx)
+        return self.bottleneck(x), indices, sizes
+
     def _init_weights(self) -> None:
         # He-normal weights and a small positive bias: with PyTorch's default init and images that are mostly 0,
         # a third of the ReLUs (many of a Fire's few squeeze planes) died in the first epochs (measured on the
@@ -160,17 +172,6 @@ class SqueezeAutoencoder(_AutoencoderBase):
     def _extra_config(self) -> dict:
         return {"squeeze_ratio": self.squeeze_ratio}
 
-    def encode(self, x: Tensor) -> Encoded:
-        self._check_input(x)
-        x = self.stem_activation(self.stem(x))
-        indices, sizes = [], []
-        for fire in self.encoder:
-            x = fire(x)
-            sizes.append((x.shape[-2], x.shape[-1]))
-            x, idx = self._pool(x)
-            indices.append(idx)
-        return self.bottleneck(x), indices, sizes
-
     def decode(self, latent: Tensor, indices: Sequence[Tensor], sizes: Sequence[Tuple[int, int]]) -> Tensor:
         x = self.expand(latent)
         for block, idx, size in zip(self.decoder, reversed(indices), reversed(sizes)):
@@ -208,17 +209,6 @@ class ConvAutoencoder(_AutoencoderBase):
         self.head = nn.Conv2d(w[0], self.in_channels, kernel_size=3, padding=1)
         self.head_activation = _head_activation(output_activation, type(self).__name__)
         self._init_weights()
-
-    def encode(self, x: Tensor) -> Encoded:
-        self._check_input(x)
-        x = self.stem_activation(self.stem(x))
-        indices, sizes = [], []
-        for block in self.encoder:
-            x = block(x)
-            sizes.append((x.shape[-2], x.shape[-1]))
-            x, idx = self._pool(x)
-            indices.append(idx)
-        return self.bottleneck(x), indices, sizes
 
     def decode(self, latent: Tensor, indices: Sequence[Tensor], sizes: Sequence[Tuple[int, int]]) -> Tensor:
         x = self.expand(latent)
