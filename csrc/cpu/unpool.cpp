@@ -3,6 +3,8 @@
 // the matching gather. Both walk sizes and strides, so any layout works; the loop order follows the memory
 // format (planes outermost for NCHW, channels innermost for channels_last).
 #include <ATen/ATen.h>
+
+#include <algorithm>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -33,7 +35,10 @@ void for_each_plane_ordered(int64_t N, int64_t C, int64_t H, int64_t W, bool cha
     });
     return;
   }
-  constexpr int64_t kChannelBlock = 64;
+  // Blocks of up to 64 channels, smaller when that would leave threads idle (batch 1): any block size keeps
+  // each plane's order, since a channel is never split.
+  const int64_t wanted = std::max<int64_t>(1, (4 * at::get_num_threads() + N - 1) / N);
+  const int64_t kChannelBlock = std::clamp<int64_t>((C + wanted - 1) / wanted, 8, 64);
   const int64_t blocks = (C + kChannelBlock - 1) / kChannelBlock;
   at::parallel_for(0, N * blocks, 1, [&](int64_t begin, int64_t end) {
     for (int64_t item = begin; item < end; ++item) {
