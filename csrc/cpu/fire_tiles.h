@@ -32,16 +32,10 @@
 
 #include "checks.h"
 #include "cpu/gemm.h"
+#include "cpu/strides.h"
 
 namespace squeezeae {
 namespace cpu {
-
-struct Strides4 {
-  int64_t n = 0, c = 0, h = 0, w = 0;
-  Strides4() = default;
-  explicit Strides4(const at::Tensor& t) : n(t.stride(0)), c(t.stride(1)), h(t.stride(2)), w(t.stride(3)) {}
-  int64_t at(int64_t in, int64_t ic, int64_t ih, int64_t iw) const { return in * n + ic * c + ih * h + iw * w; }
-};
 
 // dst[c * ld_dst + r] = src[r * ld_src + c] for a rows x cols block, in 16 x 16 sub-blocks so both sides
 // are walked a cache line at a time.
@@ -202,7 +196,7 @@ struct TileBuffers {
   using S_ = Scratch<acc_t>;
   acc_t *x, *squeeze_acc, *spad;
   const acc_t* x_rows = nullptr;                          // the loaded rows: x or the input itself
-  acc_t *im2col = nullptr, *out = nullptr;                // forward (im2col: planar tiles only)
+  acc_t* out = nullptr;                                   // forward
   acc_t *spad_t = nullptr, *grad = nullptr, *grad_squeeze = nullptr, *grad_squeeze_dense = nullptr,
         *grad_x = nullptr, *grad_squeeze_t = nullptr;     // backward
   TileBuffers(const TileGrid& g, int64_t C, int64_t S, int64_t E, bool backward) {
@@ -212,7 +206,6 @@ struct TileBuffers {
     spad = S_::get(S_::kSpad, g.padded_pixels() * S);
     const int64_t flat = g.flat_pixels(g.rows), dense = g.rows * g.width;
     if (!backward) {
-      im2col = S_::get(S_::kIm2col, flat * 9 * S);
       out = S_::get(S_::kOut, flat * E);
     } else {
       spad_t = S_::get(S_::kSpadT, g.padded_pixels() * S);

@@ -50,7 +50,8 @@ void fire_forward_tile_planar(const FireWeights<acc_t>& w, const TileGrid& g, in
   const acc_t* spad = buf.spad;
   acc_t* out = buf.out;
   gemm<acc_t>(w.E1, flat, S, w.p(w.expand1x1), S, spad + centre, padded_pixels, out, flat, false);
-  acc_t* cols = buf.im2col;  // [(tap, s), flat]: each row a shifted row of a squeeze plane
+  // [(tap, s), flat]: each row a shifted row of a squeeze plane (only the planar tiles need this buffer)
+  acc_t* cols = Scratch<acc_t>::get(Scratch<acc_t>::kIm2col, flat * 9 * S);
   for (int64_t tap = 0; tap < 9; ++tap) {
     const int64_t shift = (tap / 3 - 1) * PW + (tap % 3 - 1);
     for (int64_t s = 0; s < S; ++s) {

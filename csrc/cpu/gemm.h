@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <type_traits>
 
 namespace squeezeae {
 namespace cpu {
@@ -62,23 +63,13 @@ inline void gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const
       for (int64_t i = 0; i < M; ++i) std::fill(C + i * ldc, C + i * ldc + N, T(0));
     return;
   }
+  if constexpr (std::is_same_v<T, float>) {
+    if (brgemm_usable()) {
+      at::native::cpublas::brgemm(M, N, K, lda, ldb, ldc, accumulate, A, B, C, false);
+      return;
+    }
+  }
   gemm_plain(M, N, K, A, lda, B, ldb, C, ldc, accumulate);
-}
-
-template <>
-inline void gemm<float>(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb,
-                        float* C, int64_t ldc, bool accumulate) {
-  if (M <= 0 || N <= 0) return;
-  if (K <= 0) {
-    if (!accumulate)
-      for (int64_t i = 0; i < M; ++i) std::fill(C + i * ldc, C + i * ldc + N, 0.f);
-    return;
-  }
-  if (brgemm_usable()) {
-    at::native::cpublas::brgemm(M, N, K, lda, ldb, ldc, accumulate, A, B, C, false);
-  } else {
-    gemm_plain(M, N, K, A, lda, B, ldb, C, ldc, accumulate);
-  }
 }
 
 // Ends a thread's batch of gemm calls (frees the ukernel's per-thread hardware context).

@@ -3,23 +3,20 @@
 // the matching gather. Both walk sizes and strides, so any layout works; the loop order follows the memory
 // format (planes outermost for NCHW, channels innermost for channels_last).
 #include <ATen/ATen.h>
-
-#include <algorithm>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <algorithm>
+
 #include "checks.h"
+#include "cpu/strides.h"
 #include "shapes.h"
 
 namespace squeezeae {
 namespace {
 
-struct Strides4 {
-  int64_t n, c, h, w;
-  explicit Strides4(const at::Tensor& t) : n(t.stride(0)), c(t.stride(1)), h(t.stride(2)), w(t.stride(3)) {}
-  int64_t at(int64_t in, int64_t ic, int64_t ih, int64_t iw) const { return in * n + ic * c + ih * h + iw * w; }
-};
+using cpu::Strides4;
 
 // Visits every (n, c, h, w) of a [N, C, H, W] iteration space in parallel chunks, keeping each (n, c) plane's
 // pixels in row-major order within one thread. fn(n, c0, c1, h, w) handles channels [c0, c1) of one pixel.

@@ -10,7 +10,7 @@
 #include <cstdint>
 
 #include "checks.h"
-#include "cpu/fire_tiles.h"
+#include "cpu/strides.h"
 
 namespace squeezeae {
 namespace cpu {

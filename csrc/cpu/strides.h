@@ -1,0 +1,19 @@
+// The four strides of an [N, C, H, W] tensor, for kernels that walk any layout by element offsets.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <cstdint>
+
+namespace squeezeae {
+namespace cpu {
+
+struct Strides4 {
+  int64_t n = 0, c = 0, h = 0, w = 0;
+  Strides4() = default;
+  explicit Strides4(const at::Tensor& t) : n(t.stride(0)), c(t.stride(1)), h(t.stride(2)), w(t.stride(3)) {}
+  int64_t at(int64_t in, int64_t ic, int64_t ih, int64_t iw) const { return in * n + ic * c + ih * h + iw * w; }
+};
+
+}  // namespace cpu
+}  // namespace squeezeae
