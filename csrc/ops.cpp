@@ -1,6 +1,6 @@
 // Every schema of the squeezeae namespace, in one place. Kernels live in cpu/ and cuda/ (one file per op
-// and backend), autocast in autocast.cpp; autograd and fake (meta) kernels are registered from Python
-// (squeezeae_ext/_ops.py).
+// and backend), autocast in autocast.cpp, autograd in autograd.cpp; fake (meta) kernels are registered
+// from Python (squeezeae_ext/_ops.py).
 #include <Python.h>
 #include <torch/library.h>
 

@@ -1,7 +1,8 @@
-"""Loads the compiled ops and registers what the dispatcher gets from Python: autograd and fake kernels.
+"""Loads the compiled ops and registers their fake kernels, the one thing the dispatcher gets from Python.
 
-Argument checks live once, in C++ (csrc/checks.h); the fake kernels here only compute output metadata,
-with the same memory-format rule as csrc/shapes.h.
+Argument checks live once, in C++ (csrc/checks.h); autograd is registered in C++ too (csrc/autograd.cpp, a
+C++ dispatch costs far less than a Python autograd kernel). The fake kernels here only compute output
+metadata, with the same memory-format rule as csrc/shapes.h.
 """
 import torch
 from torch._prims_common import suggest_memory_format
@@ -77,77 +78,6 @@ def _unpool_fire_backward_fake(
     kernel_size, stride, padding,
 ):
     return _fire_grads_fake(input.shape, input, squeeze_weight, expand1x1_weight, expand3x3_weight)
-
-
-# ------------------------------------------------------------------------------------------------- autograd
-def _bias_grads(ctx, grads):
-    """Drops the gradients of biases that were None in the forward call."""
-    grad_input, gsw, gsb, ge1w, ge1b, ge3w, ge3b = grads
-    has_sb, has_e1b, has_e3b = ctx.has_bias
-    return (
-        grad_input,
-        gsw,
-        gsb if has_sb else None,
-        ge1w,
-        ge1b if has_e1b else None,
-        ge3w,
-        ge3b if has_e3b else None,
-    )
-
-
-def _fire_setup_context(ctx, inputs, output):
-    x, squeeze_weight, squeeze_bias, expand1x1_weight, expand1x1_bias, expand3x3_weight, expand3x3_bias = inputs
-    ctx.has_bias = (squeeze_bias is not None, expand1x1_bias is not None, expand3x3_bias is not None)
-    ctx.save_for_backward(x, output, squeeze_weight, squeeze_bias, expand1x1_weight, expand3x3_weight)
-
-
-def _fire_backward(ctx, grad_output):
-    x, output, squeeze_weight, squeeze_bias, expand1x1_weight, expand3x3_weight = ctx.saved_tensors
-    grads = ops.fire_backward(
-        grad_output, x, output, squeeze_weight, squeeze_bias, expand1x1_weight, expand3x3_weight
-    )
-    return _bias_grads(ctx, grads)
-
-
-torch.library.register_autograd("squeezeae::fire", _fire_backward, setup_context=_fire_setup_context)
-
-
-def _max_unpool2d_setup_context(ctx, inputs, output):
-    _, indices, *_ = inputs
-    ctx.save_for_backward(indices)
-
-
-def _max_unpool2d_backward(ctx, grad_output):
-    (indices,) = ctx.saved_tensors
-    return ops.max_unpool2d_backward(grad_output, indices), None, None, None, None, None
-
-
-torch.library.register_autograd(
-    "squeezeae::max_unpool2d", _max_unpool2d_backward, setup_context=_max_unpool2d_setup_context
-)
-
-
-def _unpool_fire_setup_context(ctx, inputs, output):
-    (input, indices, squeeze_weight, squeeze_bias, expand1x1_weight, expand1x1_bias, expand3x3_weight,
-     expand3x3_bias, kernel_size, stride, padding, _output_size) = inputs
-    ctx.has_bias = (squeeze_bias is not None, expand1x1_bias is not None, expand3x3_bias is not None)
-    ctx.pool = (kernel_size, stride, padding)
-    ctx.save_for_backward(input, indices, output, squeeze_weight, squeeze_bias, expand1x1_weight, expand3x3_weight)
-
-
-def _unpool_fire_backward(ctx, grad_output):
-    input, indices, output, squeeze_weight, squeeze_bias, expand1x1_weight, expand3x3_weight = ctx.saved_tensors
-    grads = ops.unpool_fire_backward(
-        grad_output, input, indices, output, squeeze_weight, squeeze_bias, expand1x1_weight, expand3x3_weight,
-        *ctx.pool,
-    )
-    grad_input, *weight_grads = _bias_grads(ctx, grads)
-    return (grad_input, None, *weight_grads, None, None, None, None)
-
-
-torch.library.register_autograd(
-    "squeezeae::unpool_fire", _unpool_fire_backward, setup_context=_unpool_fire_setup_context
-)
 
 
 def has_cuda_kernels() -> bool:
