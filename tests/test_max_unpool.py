@@ -49,6 +49,31 @@ def test_matches_rule_and_pytorch(device, case, memory, dtype):
         assert torch.equal(out.cpu().float(), ref)
 
 
+@pytest.mark.parametrize("memory", ["nchw", "channels_last"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_large_output_and_uneven_channel_blocks(memory, dtype):
+    """The CPU kernel builds big outputs in per-block buffers and streams them out (>= 8 MiB) and splits the
+    channels into blocks: an output over the threshold with a channel count no block size divides, and random
+    in-plane indices with duplicates, must still follow the rule exactly."""
+    N, C, H, W = 2, 37, 160, 150  # float32: 14.2 MB output (streamed); float16: 7.1 MB (written in place)
+    x = torch.randn(N, C, H // 2, W // 2, dtype=dtype)
+    indices = torch.randint(0, H * W, x.shape)
+    x, indices = layout(x, memory), layout(indices, memory)
+    out = sx.functional.max_unpool2d(x, indices, 2, output_size=(H, W))
+    flat = torch.zeros(N, C, H * W, dtype=dtype)
+    order = torch.arange(indices[0, 0].numel())
+    for n in range(N):
+        for c in range(C):  # ascending row-major order: index_put with accumulate=False keeps the last
+            i = indices[n, c].reshape(-1)
+            last = torch.zeros(H * W, dtype=torch.long).scatter_reduce_(0, i, order, "amax", include_self=False)
+            hit = torch.zeros(H * W, dtype=torch.bool)
+            hit[i] = True
+            flat[n, c][hit] = x[n, c].reshape(-1)[last[hit]]
+    assert torch.equal(out, flat.view(N, C, H, W))
+    if memory == "channels_last":
+        assert out.is_contiguous(memory_format=torch.channels_last)
+
+
 def test_default_output_size_and_unbatched(device):
     pooled, indices = pooled_input(2, 3, 8, 6, 2, 2, device=device, ceil_mode=False)
     out = sx.functional.max_unpool2d(pooled, indices, 2)
