@@ -339,6 +339,11 @@ void fire_backward_tile(const FireWeights<acc_t>& w, const TileGrid& g, int64_t 
   acc_t* gsd_t = buf.grad_squeeze_t;
   transpose(gsd, dense, S, S, gsd_t, dense);
   gemm<acc_t>(S, C, dense, gsd_t, dense, buf.x_rows + (r0 - g0) * W * C, C, parts.squeeze, C, true);
+  int64_t ld_direct = 0;
+  if (acc_t* direct = sink.direct(n, r0, &ld_direct)) {  // the input gradient's rows as a GEMM output
+    gemm<acc_t>(dense, C, S, gsd, S, w.p(w.squeeze), C, direct, ld_direct, false);
+    return;
+  }
   gemm<acc_t>(dense, C, S, gsd, S, w.p(w.squeeze), C, buf.grad_x, C, false);
   sink(n, r0, r1, static_cast<const acc_t*>(buf.grad_x));
 }
@@ -365,11 +370,14 @@ at::Tensor fire_backward(const FireWeights<acc_t>& w, const TileGrid& g, const T
   const auto dtype = c10::CppTypeToScalarType<acc_t>::value;
   const int64_t size = GradParts<acc_t>::size(w.C, w.S, w.E1, w.E3);
   const int64_t chunks = std::min<int64_t>(kChunks, g.tiles());
-  at::Tensor partial = at::zeros({std::max<int64_t>(chunks, 1), size}, at::TensorOptions().dtype(dtype));
+  if (chunks == 0) return at::zeros({size}, at::TensorOptions().dtype(dtype));
+  // Each chunk's accumulators are zeroed by the thread that fills them, just before (in cache, no extra pass).
+  at::Tensor partial = at::empty({chunks, size}, at::TensorOptions().dtype(dtype));
   acc_t* partial_ptr = partial.mutable_data_ptr<acc_t>();
   at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
     TileBuffers<acc_t> buf(g, w.C, w.S, w.E(), /*backward=*/true);
     for (int64_t chunk = begin; chunk < end; ++chunk) {
+      std::fill_n(partial_ptr + chunk * size, size, acc_t(0));
       GradParts<acc_t> parts(partial_ptr + chunk * size, w.C, w.S, w.E1, w.E3);
       const int64_t t0 = chunk * g.tiles() / chunks, t1 = (chunk + 1) * g.tiles() / chunks;
       for (int64_t t = t0; t < t1; ++t) {
@@ -379,13 +387,17 @@ at::Tensor fire_backward(const FireWeights<acc_t>& w, const TileGrid& g, const T
     }
     gemm_release();
   });
+  // Chunk 0 + chunk 1 + ... in that order for every element, a block of elements at a time so the adds
+  // vectorise.
   at::Tensor total = at::empty({size}, at::TensorOptions().dtype(dtype));
   acc_t* total_ptr = total.mutable_data_ptr<acc_t>();
   at::parallel_for(0, size, 4096, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      acc_t sum = 0;
-      for (int64_t chunk = 0; chunk < chunks; ++chunk) sum += partial_ptr[chunk * size + i];
-      total_ptr[i] = sum;
+    acc_t* __restrict__ out = total_ptr + begin;
+    const int64_t count = end - begin;
+    std::copy(partial_ptr + begin, partial_ptr + end, out);
+    for (int64_t chunk = 1; chunk < chunks; ++chunk) {
+      const acc_t* __restrict__ part = partial_ptr + chunk * size + begin;
+      for (int64_t i = 0; i < count; ++i) out[i] += part[i];
     }
   });
   return total;
@@ -516,6 +528,17 @@ struct StridedRowSink {
   scalar_t* data;
   Strides4 st;
   int64_t C, W;
+  // Where rows from r0 on can be written as [pixels, C] with leading dimension *ld (a channels_last tensor of
+  // the accumulation type), else nullptr.
+  acc_t* direct(int64_t n, int64_t r0, int64_t* ld) const {
+    if constexpr (std::is_same_v<scalar_t, acc_t>) {
+      if (st.c == 1 && st.w == C && st.h == W * C) {
+        *ld = C;
+        return data + n * st.n + r0 * st.h;
+      }
+    }
+    return nullptr;
+  }
   void operator()(int64_t n, int64_t r0, int64_t r1, const acc_t* src) const {
     scalar_t* base = data + n * st.n;
     if (st.c == 1) {

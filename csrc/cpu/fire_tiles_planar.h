@@ -123,6 +123,11 @@ void fire_backward_tile_planar(const FireWeights<acc_t>& w, const TileGrid& g, i
   acc_t* gsd_pm = buf.grad_squeeze_t;  // [dense, S]
   transpose(gsd, S, dense, dense, gsd_pm, S);
   gemm<acc_t>(C, S, dense, buf.x_rows + (r0 - g0) * W, x_ld, gsd_pm, S, parts.squeeze, S, true);
+  int64_t ld_direct = 0;
+  if (acc_t* direct = sink.direct(n, r0, &ld_direct)) {  // the input gradient's rows as a GEMM output
+    gemm<acc_t>(C, dense, S, w.p(w.squeeze_t), S, gsd, dense, direct, ld_direct, false);
+    return;
+  }
   gemm<acc_t>(C, dense, S, w.p(w.squeeze_t), S, gsd, dense, buf.grad_x, dense, false);
   sink(n, r0, r1, static_cast<const acc_t*>(buf.grad_x), dense);
 }
@@ -207,6 +212,17 @@ struct PlanarRowSink {
   scalar_t* data;
   Strides4 st;
   int64_t C, W;
+  // Where rows from r0 on can be written as [C, pixels] with leading dimension *ld (planes of packed rows in
+  // the accumulation type), else nullptr.
+  acc_t* direct(int64_t n, int64_t r0, int64_t* ld) const {
+    if constexpr (std::is_same_v<scalar_t, acc_t>) {
+      if (st.w == 1 && st.h == W) {
+        *ld = st.c;
+        return data + n * st.n + r0 * W;
+      }
+    }
+    return nullptr;
+  }
   void operator()(int64_t n, int64_t r0, int64_t r1, const acc_t* src, int64_t ld) const {
     for (int64_t c = 0; c < C; ++c)
       for (int64_t h = r0; h < r1; ++h) {

@@ -74,6 +74,7 @@ struct UnpoolGradSink {
   Strides4 gi_st, idx_st;
   int64_t C;
   PoolGeometry pool;
+  acc_t* direct(int64_t, int64_t, int64_t*) const { return nullptr; }  // the gradient is gathered, never direct
   void gather(int64_t n, int64_t r0, int64_t r1, const acc_t* grad_unpooled) const {
     const int64_t pixels = (r1 - r0) * pool.out_w;
     for_each_pooled_in_rows(pool, indices, idx_st, n, C, r0, r1, [&](int64_t c, int64_t ph, int64_t pw, int64_t p) {
