@@ -57,6 +57,27 @@ def test_forward_backward_matches_reference(device, shape, memory, dtype):
         assert out.is_contiguous()
 
 
+@pytest.mark.parametrize("weight_memory", ["channels_last", "strided"])
+@pytest.mark.parametrize("memory", ["nchw", "channels_last"])
+def test_weights_in_any_layout(device, weight_memory, memory):
+    """Weights of a model moved to channels_last (or any strided views) are read in place, not assumed packed."""
+    C, S, E1, E3 = 12, 5, 7, 9
+    x = layout(torch.randn(2, C, 6, 5, device=device), memory)
+    weights = [w if w.dim() == 1 else layout(w, weight_memory) for w in fire_weights(C, S, E1, E3, device=device)]
+    assert not weights[4].is_contiguous()
+    for w in weights:
+        w.requires_grad_()
+    grad = torch.randn(2, E1 + E3, 6, 5, device=device)
+    out = sx.functional.fire(x, *weights)  # not run_both: a clone of a strided view would come out packed
+    out.backward(grad)
+    wr = [w.detach().double().cpu().requires_grad_() for w in weights]
+    ref = reference.fire(x.double().cpu(), *wr)
+    ref.backward(grad.double().cpu())
+    assert_close_to(out, ref)
+    for w, r in zip(weights, wr):
+        assert_close_to(w.grad, r.grad)
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("memory", ["nchw", "channels_last"])
 def test_low_precision_accuracy_rule(device, dtype, memory):

@@ -95,6 +95,48 @@ struct FireWeights {
   const acc_t* p(const at::Tensor& t) const { return t.const_data_ptr<acc_t>(); }
 };
 
+// The 3x3 weights [E3, S, 3, 3] (any strides) rearranged for the GEMMs, in one pass (a generic permuted copy
+// walks the source with a stride of 9 * S and ran ~15% of a batch-1 Fire here):
+//   kTapInOut: [9, S, E3] (forward pixel-major B, planar backward), as a blocked transpose of [E3, 9 * S];
+//   kTapOutIn: [9, E3, S] (pixel-major squeeze gradient);
+//   kOutTapIn: [E3, 9, S] (planar im2col A).
+enum class TapLayout { kTapInOut, kTapOutIn, kOutTapIn };
+
+template <typename T, TapLayout kLayout>
+at::Tensor pack_taps(const at::Tensor& e3) {  // any strides: channels_last weights are read in place
+  const int64_t E3 = e3.size(0), S = e3.size(1), K = 9 * S, se = e3.stride(0), ss = e3.stride(1);
+  int64_t tap_offset[9];
+  for (int64_t tap = 0; tap < 9; ++tap) tap_offset[tap] = (tap / 3) * e3.stride(2) + (tap % 3) * e3.stride(3);
+  at::Tensor out = at::empty({E3 * K}, e3.options());
+  const T* __restrict__ src = e3.const_data_ptr<T>();
+  T* __restrict__ dst = out.mutable_data_ptr<T>();
+  if constexpr (kLayout == TapLayout::kTapInOut) {
+    // a blocked transpose: 16 output channels at once, 64-byte writes
+    constexpr int64_t kBlock = 16;
+    at::parallel_for(0, (E3 + kBlock - 1) / kBlock, 4, [&](int64_t b0, int64_t b1) {
+      for (int64_t e0 = b0 * kBlock; e0 < std::min(E3, b1 * kBlock); e0 += kBlock) {
+        const int64_t count = std::min(E3 - e0, kBlock);
+        for (int64_t s = 0; s < S; ++s)
+          for (int64_t tap = 0; tap < 9; ++tap) {
+            T* __restrict__ d = dst + (tap * S + s) * E3 + e0;
+            const T* __restrict__ column = src + e0 * se + s * ss + tap_offset[tap];
+            for (int64_t e = 0; e < count; ++e) d[e] = column[e * se];
+          }
+      }
+    });
+  } else {
+    at::parallel_for(0, E3, 16, [&](int64_t e_begin, int64_t e_end) {
+      for (int64_t e = e_begin; e < e_end; ++e)
+        for (int64_t tap = 0; tap < 9; ++tap) {
+          const T* __restrict__ row = src + e * se + tap_offset[tap];
+          T* __restrict__ d = kLayout == TapLayout::kTapOutIn ? dst + (tap * E3 + e) * S : dst + e * K + tap * S;
+          for (int64_t s = 0; s < S; ++s) d[s] = row[s * ss];
+        }
+    });
+  }
+  return out;
+}
+
 inline at::Tensor bias_or_zeros(const std::optional<at::Tensor>& bias, int64_t channels, at::ScalarType dtype) {
   if (bias.has_value() && bias->defined()) return bias->to(dtype).contiguous();
   return at::zeros({channels}, at::TensorOptions().dtype(dtype));
@@ -125,13 +167,13 @@ FireWeights<acc_t> pack_fire_weights(const FireDims& d, const at::Tensor& squeez
   if (planar || backward) w.squeeze = sq.contiguous();
   if (pixel_major != backward) {  // forward pixel-major, or the planar squeeze gradient
     w.expand1x1_t = e1.t().contiguous();
-    w.expand3x3_t = e3.permute({2, 3, 1, 0}).reshape({9, w.S, w.E3}).contiguous();
+    w.expand3x3_t = pack_taps<acc_t, TapLayout::kTapInOut>(e3).view({9, w.S, w.E3});
   } else if (backward) {  // pixel-major squeeze gradient
     w.expand1x1 = e1.contiguous();
-    w.expand3x3 = e3.permute({2, 3, 0, 1}).reshape({9, w.E3, w.S}).contiguous();
+    w.expand3x3 = pack_taps<acc_t, TapLayout::kTapOutIn>(e3).view({9, w.E3, w.S});
   } else {  // planar forward
     w.expand1x1 = e1.contiguous();
-    w.expand3x3_rows = e3.permute({0, 2, 3, 1}).reshape({w.E3, 9 * w.S}).contiguous();
+    w.expand3x3_rows = pack_taps<acc_t, TapLayout::kOutTapIn>(e3).view({w.E3, 9 * w.S});
   }
   w.squeeze_bias = bias_or_zeros(squeeze_bias, w.S, dtype);
   if (!backward)
@@ -140,10 +182,18 @@ FireWeights<acc_t> pack_fire_weights(const FireDims& d, const at::Tensor& squeez
   return w;
 }
 
-// How the output rows are cut into tiles.
+// How the output rows are cut into tiles: tiles_per_image bands per image, as even as possible (their row
+// counts differ by at most one; `rows` is the largest, which sizes the buffers).
 struct TileGrid {
   int64_t batch = 0, height = 0, width = 0, rows = 1, tiles_per_image = 0;
   int64_t tiles() const { return batch * tiles_per_image; }
+  // Tile t (of tiles()): its image and rows [r0, r1).
+  void tile(int64_t t, int64_t* n, int64_t* r0, int64_t* r1) const {
+    const int64_t band = t % tiles_per_image;
+    *n = t / tiles_per_image;
+    *r0 = band * height / tiles_per_image;
+    *r1 = (band + 1) * height / tiles_per_image;
+  }
   int64_t padded_width() const { return width + 2; }
   int64_t padded_pixels() const { return (rows + 2) * padded_width(); }
   // Pixels of the flat padded range a tile of `r` rows computes (interior plus the halo columns between rows).
@@ -152,7 +202,8 @@ struct TileGrid {
 
 // About `target_pixels` output pixels per tile: ~192 keeps a forward tile's buffers in L2 for every SqueezeNet
 // Fire, and the backward (more buffers, but a halo and weight-gradient accumulators to amortise) measured best
-// near 384. Fewer rows when that would leave threads idle (batch 1 on the 13x13 layers).
+// near 384. More, smaller bands when that would leave threads idle (batch 1 on the 13x13 layers), and in the
+// forward a tile count that the threads share evenly where that costs at most a few more bands.
 // The backward passes a fixed `min_tiles` instead of deriving it from the thread count: its tiling decides
 // how weight gradients are summed, and that must not change with the number of threads.
 inline TileGrid make_tile_grid(int64_t batch, int64_t height, int64_t width, int64_t target_pixels = 192,
@@ -161,11 +212,22 @@ inline TileGrid make_tile_grid(int64_t batch, int64_t height, int64_t width, int
   g.batch = batch;
   g.height = height;
   g.width = width;
-  int64_t rows = std::max<int64_t>(1, std::min<int64_t>(height, (target_pixels + width - 1) / std::max<int64_t>(width, 1)));
-  if (min_tiles <= 0) min_tiles = 2 * at::get_num_threads();
-  while (rows > 1 && batch * ((height + rows - 1) / rows) < min_tiles) --rows;
-  g.rows = rows;
-  g.tiles_per_image = (height + rows - 1) / rows;
+  const int64_t target_rows = std::clamp<int64_t>((target_pixels + width - 1) / std::max<int64_t>(width, 1), 1,
+                                                  std::max<int64_t>(height, 1));
+  int64_t bands = (height + target_rows - 1) / target_rows;
+  const bool balance = min_tiles <= 0;
+  if (balance) min_tiles = 2 * at::get_num_threads();
+  while (bands < height && batch * bands < min_tiles) ++bands;
+  if (balance) {
+    const int64_t threads = at::get_num_threads();
+    for (int64_t more = bands; more <= height && more <= bands + 2; ++more)
+      if ((batch * more) % threads == 0) {
+        bands = more;
+        break;
+      }
+  }
+  g.tiles_per_image = std::max<int64_t>(bands, 1);
+  g.rows = (height + g.tiles_per_image - 1) / g.tiles_per_image;
   return g;
 }
 
@@ -354,8 +416,9 @@ void fire_forward(const FireWeights<acc_t>& w, const TileGrid& g, const TileFn& 
   at::parallel_for(0, g.tiles(), 1, [&](int64_t begin, int64_t end) {
     TileBuffers<acc_t> buf(g, w.C, w.S, w.E(), /*backward=*/false);
     for (int64_t t = begin; t < end; ++t) {
-      const int64_t n = t / g.tiles_per_image, r0 = (t % g.tiles_per_image) * g.rows;
-      tile(n, r0, std::min(r0 + g.rows, g.height), buf);
+      int64_t n, r0, r1;
+      g.tile(t, &n, &r0, &r1);
+      tile(n, r0, r1, buf);
     }
     gemm_release();
   });
@@ -381,8 +444,9 @@ at::Tensor fire_backward(const FireWeights<acc_t>& w, const TileGrid& g, const T
       GradParts<acc_t> parts(partial_ptr + chunk * size, w.C, w.S, w.E1, w.E3);
       const int64_t t0 = chunk * g.tiles() / chunks, t1 = (chunk + 1) * g.tiles() / chunks;
       for (int64_t t = t0; t < t1; ++t) {
-        const int64_t n = t / g.tiles_per_image, r0 = (t % g.tiles_per_image) * g.rows;
-        tile(n, r0, std::min(r0 + g.rows, g.height), buf, parts);
+        int64_t n, r0, r1;
+        g.tile(t, &n, &r0, &r1);
+        tile(n, r0, r1, buf, parts);
       }
     }
     gemm_release();
