@@ -1,0 +1,20 @@
+// Float epilogues of the CPU tiles, compiled for AVX-512, AVX2 and baseline x86-64 and picked at load time
+// (GCC/Clang function multiversioning): the rest of the extension is built for baseline x86-64, where these
+// loops would run 4 floats at a time.
+#pragma once
+
+#include <cstdint>
+
+namespace squeezeae {
+namespace cpu {
+
+// dst[r * dst_pitch + c] = max(src[r * src_pitch + c] + bias[c], 0) for r < rows, c < cols.
+void bias_relu_rows(float* dst, int64_t dst_pitch, const float* src, int64_t src_pitch, const float* bias,
+                    int64_t rows, int64_t cols);
+
+// dst[r * dst_pitch + c] = out[r * out_pitch + c] > 0 ? grad[r * grad_pitch + c] : 0 for r < rows, c < cols.
+void relu_mask_rows(float* dst, int64_t dst_pitch, const float* grad, int64_t grad_pitch, const float* out,
+                    int64_t out_pitch, int64_t rows, int64_t cols);
+
+}  // namespace cpu
+}  // namespace squeezeae
