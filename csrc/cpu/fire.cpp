@@ -1,6 +1,7 @@
 // squeezeae::fire and fire_backward on the CPU: the tile engine of fire_tiles.h, pixel-major tiles for
-// channels_last (and other channels-innermost) inputs, planar tiles (fire_tiles_planar.h) for NCHW-like ones,
-// so neither layout is ever transposed as a whole.
+// channels_last (and other channels-innermost) inputs, planar tiles (fire_tiles_planar.h) for NCHW-like ones
+// (except small images in the forward, see use_planar_forward_tiles), so no layout is ever transposed as a
+// whole.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <torch/library.h>
@@ -30,7 +31,7 @@ at::Tensor fire_cpu(const at::Tensor& x, const at::Tensor& squeeze_weight, const
   if (output.numel() == 0) return output;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "fire_cpu", [&] {
     using acc_t = acc_type_for<scalar_t>;
-    const bool planar = use_planar_tiles(x);
+    const bool planar = cpu::use_planar_forward_tiles(x);
     const auto w = cpu::pack_fire_weights<acc_t>(d, squeeze_weight, squeeze_bias, expand1x1_weight, expand1x1_bias,
                                                  expand3x3_weight, expand3x3_bias, planar, /*backward=*/false);
     const cpu::TileGrid grid = cpu::make_tile_grid(d.batch, d.height, d.width);

@@ -64,6 +64,13 @@ inline bool use_planar_tiles(const at::Tensor& x) {
   return x.suggest_memory_format() != at::MemoryFormat::ChannelsLast;
 }
 
+// Fire's forward also runs small NCHW images (up to 400 pixels) through the pixel-major tiles: there a tile is
+// a whole image, the loader's and the store's transposes stay in cache, and the 13x13 SqueezeNet layers ran
+// 5-10% faster than with the planar tiles; from 27x27 up the planar tiles won by 15-40% (batch 8, bench).
+inline bool use_planar_forward_tiles(const at::Tensor& x) {
+  return use_planar_tiles(x) && x.size(2) * x.size(3) > 400;
+}
+
 // The weight gradients of a Fire that saw no pixels.
 inline std::vector<at::Tensor> zero_weight_grads(const at::Tensor& squeeze_weight, const at::Tensor& expand1x1_weight,
                                                  const at::Tensor& expand3x3_weight) {
