@@ -137,22 +137,26 @@ class SqueezeAutoencoder(_AutoencoderBase):
 
     def __init__(self, in_channels: int = 1, widths: Union[int, Sequence[int]] = (16, 32, 64),
                  depth: Optional[int] = None, latent_channels: int = 16, squeeze_ratio: float = 0.25,
-                 output_activation: str = "sigmoid", reference: bool = False) -> None:
+                 pct3x3: float = 0.5, output_activation: str = "sigmoid", reference: bool = False) -> None:
         super().__init__()
         self.in_channels = int(in_channels)
         self.widths = _resolve_widths(widths, depth, type(self).__name__)
         self.latent_channels = int(latent_channels)
         self.squeeze_ratio = float(squeeze_ratio)
+        self.pct3x3 = float(pct3x3)
         self.output_activation = output_activation
         self.reference = bool(reference)
         if not 0 < self.squeeze_ratio <= 4:
             raise ValueError(f"SqueezeAutoencoder: squeeze_ratio must be in (0, 4], got {squeeze_ratio}")
+        if not 0 < self.pct3x3 < 1:
+            raise ValueError(f"SqueezeAutoencoder: pct3x3 must be in (0, 1), got {pct3x3}")
         fire = TorchvisionFire if reference else Fire
         unpool_fire = _ReferenceUnpoolFire if reference else UnpoolFire
 
         def shape(inplanes: int, out: int):
             squeeze = max(1, round(self.squeeze_ratio * max(inplanes, out)))
-            return inplanes, squeeze, out // 2, out - out // 2
+            e3 = min(max(1, round(self.pct3x3 * out)), out - 1)
+            return inplanes, squeeze, out - e3, e3
 
         w = self.widths
         self.stem = nn.Conv2d(self.in_channels, w[0], kernel_size=3, padding=1)
@@ -170,7 +174,7 @@ class SqueezeAutoencoder(_AutoencoderBase):
         self._init_weights()
 
     def _extra_config(self) -> dict:
-        return {"squeeze_ratio": self.squeeze_ratio}
+        return {"squeeze_ratio": self.squeeze_ratio, "pct3x3": self.pct3x3}
 
     def decode(self, latent: Tensor, indices: Sequence[Tensor], sizes: Sequence[Tuple[int, int]]) -> Tensor:
         x = self.expand(latent)

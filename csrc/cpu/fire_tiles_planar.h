@@ -39,28 +39,28 @@ int64_t squeeze_tile_planar(const FireWeights<acc_t>& w, const TileGrid& g, int6
   return g0;
 }
 
-// `store(n, r0, r1, acc, ld, padded_width)` gets the pre-activation accumulator [E1 + E3, flat pixels].
+// `store(n, r0, r1, acc, ld, row_pitch)` gets the pre-activation accumulator [E1 + E3, pixels].
 template <typename acc_t, typename Loader, typename Store>
 void fire_forward_tile_planar(const FireWeights<acc_t>& w, const TileGrid& g, int64_t n, int64_t r0, int64_t r1,
                               TileBuffers<acc_t>& buf, const Loader& load, const Store& store) {
   int64_t x_ld = 0;
   squeeze_tile_planar(w, g, n, r0, r1, buf, load, &x_ld);
-  const int64_t PW = g.padded_width(), S = w.S, flat = g.flat_pixels(r1 - r0);
-  const int64_t padded_pixels = (r1 - r0 + 2) * PW, centre = PW + 1;
+  const int64_t W = g.width, PW = g.padded_width(), S = w.S, R = r1 - r0, dense = R * W;
+  const int64_t padded_pixels = (R + 2) * PW;
   const acc_t* spad = buf.spad;
   acc_t* out = buf.out;
-  gemm<acc_t>(w.E1, flat, S, w.p(w.expand1x1), S, spad + centre, padded_pixels, out, flat, false);
-  // [(tap, s), flat]: each row a shifted row of a squeeze plane (only the planar tiles need this buffer)
-  acc_t* cols = Scratch<acc_t>::get(Scratch<acc_t>::kIm2col, flat * 9 * S);
-  for (int64_t tap = 0; tap < 9; ++tap) {
-    const int64_t shift = (tap / 3 - 1) * PW + (tap % 3 - 1);
+  // im2col over the tile's own pixels, [(tap, s), dense]: each row the shifted rows of a squeeze plane (only
+  // the planar tiles need this buffer). Its centre tap is the expand1x1 GEMM's operand too.
+  acc_t* cols = Scratch<acc_t>::get(Scratch<acc_t>::kIm2col, dense * 9 * S);
+  for (int64_t tap = 0; tap < 9; ++tap)
     for (int64_t s = 0; s < S; ++s) {
-      const acc_t* src = spad + s * padded_pixels + centre + shift;
-      std::copy(src, src + flat, cols + (tap * S + s) * flat);
+      const acc_t* src = spad + s * padded_pixels + (tap / 3) * PW + tap % 3;
+      acc_t* dst = cols + (tap * S + s) * dense;
+      for (int64_t i = 0; i < R; ++i) std::copy_n(src + i * PW, W, dst + i * W);
     }
-  }
-  gemm<acc_t>(w.E3, flat, 9 * S, w.p(w.expand3x3_rows), 9 * S, cols, flat, out + w.E1 * flat, flat, false);
-  store(n, r0, r1, static_cast<const acc_t*>(out), flat, PW);
+  gemm<acc_t>(w.E1, dense, S, w.p(w.expand1x1), S, cols + 4 * S * dense, dense, out, dense, false);
+  gemm<acc_t>(w.E3, dense, 9 * S, w.p(w.expand3x3_rows), 9 * S, cols, dense, out + w.E1 * dense, dense, false);
+  store(n, r0, r1, static_cast<const acc_t*>(out), dense, W);
 }
 
 // `load_grad(n, g0, g1, dst, ld, padded_width)` writes grad_output * (output > 0) of rows [g0, g1) at
