@@ -1,4 +1,4 @@
-// Float epilogues of the CPU tiles, compiled for AVX-512, AVX2 and baseline x86-64 and picked at load time
+// Float epilogues of the CPU tiles and the pooling-index check, compiled for AVX-512, AVX2 and baseline x86-64 and picked at load time
 // (GCC/Clang function multiversioning): the rest of the extension is built for baseline x86-64, where these
 // loops would run 4 floats at a time.
 #pragma once
@@ -15,6 +15,12 @@ void bias_relu_rows(float* dst, int64_t dst_pitch, const float* src, int64_t src
 // dst[r * dst_pitch + c] = out[r * out_pitch + c] > 0 ? grad[r * grad_pitch + c] : 0 for r < rows, c < cols.
 void relu_mask_rows(float* dst, int64_t dst_pitch, const float* grad, int64_t grad_pitch, const float* out,
                     int64_t out_pitch, int64_t rows, int64_t cols);
+
+// Checks pooling indices idx[r * row_step + i * step] (r < rows, i < count) of an out_h x out_w plane, row r's
+// pooling windows spanning plane rows [top + r * top_step, + kernel_h). Returns bit 0 set if some index is
+// outside [0, out_h * out_w), bit 1 set if some index lies outside its window's rows.
+int check_pool_indices(const int64_t* idx, int64_t rows, int64_t row_step, int64_t top, int64_t top_step,
+                       int64_t count, int64_t step, int64_t kernel_h, int64_t out_h, int64_t out_w);
 
 }  // namespace cpu
 }  // namespace squeezeae

@@ -31,7 +31,7 @@ at::Tensor fire_cpu(const at::Tensor& x, const at::Tensor& squeeze_weight, const
   if (output.numel() == 0) return output;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "fire_cpu", [&] {
     using acc_t = acc_type_for<scalar_t>;
-    const bool planar = cpu::use_planar_forward_tiles(x);
+    const bool planar = cpu::use_planar_forward_tiles(x, d.height * d.width);
     const auto w = cpu::pack_fire_weights<acc_t>(d, squeeze_weight, squeeze_bias, expand1x1_weight, expand1x1_bias,
                                                  expand3x3_weight, expand3x3_bias, planar, /*backward=*/false);
     const cpu::TileGrid grid = cpu::make_tile_grid(d.batch, d.height, d.width);

@@ -64,11 +64,12 @@ inline bool use_planar_tiles(const at::Tensor& x) {
   return x.suggest_memory_format() != at::MemoryFormat::ChannelsLast;
 }
 
-// Fire's forward also runs small NCHW images (up to 400 pixels) through the pixel-major tiles: there a tile is
-// a whole image, the loader's and the store's transposes stay in cache, and the 13x13 SqueezeNet layers ran
-// 5-10% faster than with the planar tiles; from 27x27 up the planar tiles won by 15-40% (batch 8, bench).
-inline bool use_planar_forward_tiles(const at::Tensor& x) {
-  return use_planar_tiles(x) && x.size(2) * x.size(3) > 400;
+// The forward (fire and unpool_fire) also runs small NCHW images (up to 400 output pixels) through the
+// pixel-major tiles: there a tile is a whole image, the loader's and the store's transposes stay in cache, and
+// the 13x13 SqueezeNet layers ran 5-10% faster than with the planar tiles; from 27x27 up the planar tiles won
+// by 15-40% (batch 8, bench).
+inline bool use_planar_forward_tiles(const at::Tensor& x, int64_t output_pixels) {
+  return use_planar_tiles(x) && output_pixels > 400;
 }
 
 // The weight gradients of a Fire that saw no pixels.

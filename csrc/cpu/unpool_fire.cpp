@@ -34,15 +34,28 @@ inline int64_t tile_offset(int64_t c, int64_t pixel, int64_t C, int64_t pixels) 
 template <typename Fn>
 inline void for_each_pooled_in_rows(const PoolGeometry& pool, const int64_t* indices, const Strides4& idx_st,
                                     int64_t n, int64_t C, int64_t r0, int64_t r1, const Fn& fn) {
-  const int64_t W = pool.out_w;
   const auto rows = pool.pooled_rows_for(r0, r1);
-  for (int64_t ph = rows.first; ph < rows.second; ++ph)
-    for (int64_t pw = 0; pw < pool.pooled_w; ++pw)
-      for (int64_t c = 0; c < C; ++c) {
-        const int64_t index = indices[idx_st.at(n, c, ph, pw)];
-        const int64_t row = index / W;
-        if (row >= r0 && row < r1) fn(c, ph, pw, (row - r0) * W + index % W);
+  const int64_t lo = r0 * pool.out_w, hi = r1 * pool.out_w;  // the band's indices: no division needed
+  const bool channels_inner = idx_st.c <= idx_st.w;
+  for (int64_t ph = rows.first; ph < rows.second; ++ph) {
+    if (channels_inner) {
+      for (int64_t pw = 0; pw < pool.pooled_w; ++pw) {
+        const int64_t* ip = indices + idx_st.at(n, 0, ph, pw);
+        for (int64_t c = 0; c < C; ++c) {
+          const int64_t index = ip[c * idx_st.c];
+          if (index >= lo && index < hi) fn(c, ph, pw, index - lo);
+        }
       }
+    } else {  // planes outermost: each plane's elements still in row-major order
+      for (int64_t c = 0; c < C; ++c) {
+        const int64_t* ip = indices + idx_st.at(n, c, ph, 0);
+        for (int64_t pw = 0; pw < pool.pooled_w; ++pw) {
+          const int64_t index = ip[pw * idx_st.w];
+          if (index >= lo && index < hi) fn(c, ph, pw, index - lo);
+        }
+      }
+    }
+  }
 }
 
 template <typename scalar_t, typename acc_t, bool kPlanar>
@@ -101,7 +114,7 @@ at::Tensor unpool_fire_cpu(const at::Tensor& input, const at::Tensor& indices, c
   const PoolGeometry pool = cpu::scan_pool_indices(indices, kernel_size, stride, padding, d.height, d.width);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "unpool_fire_cpu", [&] {
     using acc_t = acc_type_for<scalar_t>;
-    const bool planar = use_planar_tiles(input);
+    const bool planar = cpu::use_planar_forward_tiles(input, d.height * d.width);
     const auto w = cpu::pack_fire_weights<acc_t>(d, squeeze_weight, squeeze_bias, expand1x1_weight, expand1x1_bias,
                                                  expand3x3_weight, expand3x3_bias, planar, /*backward=*/false);
     const cpu::TileGrid grid = cpu::make_tile_grid(d.batch, d.height, d.width);
