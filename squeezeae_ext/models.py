@@ -125,6 +125,7 @@ class SqueezeAutoencoder(_AutoencoderBase):
         latent_channels: channels of the latent at 1/2**depth of the input resolution.
         squeeze_ratio: a Fire's squeeze planes = round(squeeze_ratio * max(its input, its output channels)) (SqueezeNet's
             SR; a decoder block's input is the wider side, and its squeeze must carry the sparse unpooled map).
+        pct3x3: the share of a Fire's expand planes that are 3x3 (SqueezeNet's pct3x3; the rest are 1x1).
         output_activation: 'sigmoid' (images in [0, 1]) or 'none'.
         reference: build the same network from plain PyTorch layers (same parameter names).
 

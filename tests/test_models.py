@@ -108,6 +108,16 @@ def test_widths_depth_and_config_roundtrip():
         sx.SqueezeAutoencoder(widths=(8, 16, 32), depth=2)
 
 
+def test_pct3x3_splits_the_expand_planes():
+    """SqueezeNet's pct3x3: the share of a Fire's expand planes that are 3x3; kept in the config."""
+    net = sx.SqueezeAutoencoder(widths=(16, 32), pct3x3=0.75)
+    assert (net.encoder[1].expand1x1.out_channels, net.encoder[1].expand3x3.out_channels) == (8, 24)
+    assert build_model(**net.config).config == net.config
+    for bad in (0, 1, 1.5):
+        with pytest.raises(ValueError, match="pct3x3 must be in"):
+            sx.SqueezeAutoencoder(pct3x3=bad)
+
+
 def test_bad_inputs():
     net = sx.SqueezeAutoencoder(**SMALL, reference=True)
     with pytest.raises(ValueError, match=r"expected input \[N, 1, H, W\]"):
