@@ -6,6 +6,7 @@ so ``squeezeae info`` stays fast and a missing optional extra breaks only the co
 """
 import argparse
 import importlib
+import os
 import sys
 
 # subcommand -> (module, one-line help)
@@ -51,6 +52,10 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print(f"squeezeae {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `squeezeae bench | head`: the reader left; stop quietly, as other tools do
+        # Python would report the error again when it flushes stdout at exit: point stdout at /dev/null first.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

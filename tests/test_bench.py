@@ -259,3 +259,22 @@ def test_cli_restores_the_thread_count(tmp_path):
     before = torch.get_num_threads()
     _bench(tmp_path, "--op", "max_unpool2d", "--shapes", "8,4,4,4,5")  # runs with --threads 1
     assert torch.get_num_threads() == before
+
+
+def test_cli_closed_pipe_ends_quietly():
+    """`squeezeae bench ... | head`: when the reader goes away the command stops with 141 and no traceback."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from squeezeae_ext import cli, info\n"
+        "def closed(args):\n"
+        "    print('a line the reader never takes')\n"
+        "    raise BrokenPipeError(32, 'Broken pipe')\n"
+        "info.run = closed\n"
+        "sys.exit(cli.main(['info']))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 141
+    assert done.stderr == ""
