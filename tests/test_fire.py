@@ -10,13 +10,15 @@ import squeezeae_ext as sx
 from squeezeae_ext import reference
 from helpers import assert_close_to, fire_weights, layout, to64
 
-# (N, C, S, E1, E3, H, W): odd channel counts, 1x1 and 1xW spatial, non-square, one SqueezeNet-sized layer.
+# (N, C, S, E1, E3, H, W): odd channel counts, 1x1 and 1xW spatial, non-square, one SqueezeNet-sized layer
+# (above the 400 pixels where NCHW takes planar tiles), one 13x13 with whole and partial 16x16 transpose blocks.
 SHAPES = [
     (2, 5, 3, 4, 6, 7, 9),
     (3, 17, 5, 3, 7, 1, 1),
     (1, 9, 4, 5, 2, 1, 11),
     (2, 33, 7, 9, 11, 6, 5),
     (1, 64, 16, 64, 64, 23, 23),
+    (2, 48, 8, 20, 29, 13, 13),
     (4, 8, 2, 1, 1, 3, 2),
 ]
 LAYOUTS = ["nchw", "channels_last", "strided"]
@@ -185,18 +187,22 @@ def test_thread_count_does_not_change_results():
         assert torch.equal(a, b)
 
 
-def test_plain_gemm_fallback_matches():
-    """CPUs without oneDNN's micro-kernel use the plain GEMM: same results (checked in a fresh process)."""
+@pytest.mark.parametrize("env", [{"SQUEEZEAE_CPU_GEMM": "plain"}, {"SQUEEZEAE_CPU_NO_AVX512": "1"}])
+def test_fallback_paths_match(env):
+    """CPUs without oneDNN's micro-kernel use the plain GEMM, CPUs without AVX-512 the scalar tile transposes:
+    same results (each checked in a fresh process, forced by its environment variable)."""
     code = (
         "import torch, squeezeae_ext as sx\n"
         "from squeezeae_ext import reference\n"
         "torch.manual_seed(0)\n"
-        "x = torch.randn(2, 7, 6, 9)\n"
-        "w = [torch.randn(3, 7, 1, 1), torch.randn(3), torch.randn(4, 3, 1, 1), torch.randn(4),"
-        " torch.randn(5, 3, 3, 3), torch.randn(5)]\n"
-        "torch.testing.assert_close(sx.functional.fire(x, *w), reference.fire(x, *w), rtol=1e-5, atol=1e-5)\n"
+        "for shape, cw in (((2, 7, 6, 9), (3, 4, 5)), ((2, 40, 13, 13), (8, 20, 28))):\n"
+        "    x = torch.randn(*shape)\n"
+        "    C, (S, E1, E3) = shape[1], cw\n"
+        "    w = [torch.randn(S, C, 1, 1), torch.randn(S), torch.randn(E1, S, 1, 1), torch.randn(E1),"
+        " torch.randn(E3, S, 3, 3), torch.randn(E3)]\n"
+        "    torch.testing.assert_close(sx.functional.fire(x, *w), reference.fire(x, *w), rtol=1e-4, atol=1e-4)\n"
         "print('ok')\n"
     )
-    env = dict(os.environ, SQUEEZEAE_CPU_GEMM="plain")
+    env = dict(os.environ, **env)
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr

@@ -1,6 +1,12 @@
 #include "cpu/epilogues.h"
 
 #include <algorithm>
+#include <cstdlib>
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define SQUEEZEAE_HAVE_AVX512_PATH 1
+#endif
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(SQUEEZEAE_NO_MULTIVERSION)
 #define SQUEEZEAE_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
@@ -30,6 +36,113 @@ void relu_mask_rows(float* dst, int64_t dst_pitch, const float* grad, int64_t gr
     const float* __restrict__ o = out + r * out_pitch;
     for (int64_t c = 0; c < cols; ++c) d[c] = o[c] > 0.0f ? g[c] : 0.0f;
   }
+}
+
+namespace {
+
+// Scalar reference of one block (and of the edges of any size).
+void bias_relu_to_planar_scalar(float* dst, int64_t dst_ld, const float* src, int64_t src_ld, const float* bias,
+                                int64_t pixels, int64_t channels) {
+  for (int64_t c = 0; c < channels; ++c)
+    for (int64_t p = 0; p < pixels; ++p) dst[c * dst_ld + p] = std::max(src[p * src_ld + c] + bias[c], 0.0f);
+}
+
+void planar_to_pixel_major_scalar(float* dst, int64_t dst_ld, const float* src, int64_t src_ld, int64_t pixels,
+                                  int64_t channels) {
+  for (int64_t p = 0; p < pixels; ++p)
+    for (int64_t c = 0; c < channels; ++c) dst[p * dst_ld + c] = src[c * src_ld + p];
+}
+
+#if defined(SQUEEZEAE_HAVE_AVX512_PATH)
+// GCC 12 reports its own _mm512_undefined_ps() inside the intrinsics as maybe-uninitialized.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+// r[i] = row i of a 16 x 16 block; on return r[j] holds column j.
+__attribute__((target("avx512f"))) inline void transpose16(__m512 r[16]) {
+  __m512 t[16], u[16];
+  for (int i = 0; i < 8; ++i) {  // 32-bit interleave of row pairs, within each 128-bit lane
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 4; ++i) {  // 64-bit interleave: u[4i + k], lane L = column k + 4L of rows 4i..4i+3
+    const __m512d a = _mm512_castps_pd(t[4 * i]), b = _mm512_castps_pd(t[4 * i + 1]);
+    const __m512d c = _mm512_castps_pd(t[4 * i + 2]), d = _mm512_castps_pd(t[4 * i + 3]);
+    u[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+    u[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+    u[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
+    u[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+  }
+  for (int k = 0; k < 4; ++k) {  // gather lane L of the four row groups into column k + 4L
+    const __m512 v0 = _mm512_shuffle_f32x4(u[k], u[4 + k], 0x44), v1 = _mm512_shuffle_f32x4(u[k], u[4 + k], 0xEE);
+    const __m512 w0 = _mm512_shuffle_f32x4(u[8 + k], u[12 + k], 0x44);
+    const __m512 w1 = _mm512_shuffle_f32x4(u[8 + k], u[12 + k], 0xEE);
+    r[k] = _mm512_shuffle_f32x4(v0, w0, 0x88);
+    r[k + 4] = _mm512_shuffle_f32x4(v0, w0, 0xDD);
+    r[k + 8] = _mm512_shuffle_f32x4(v1, w1, 0x88);
+    r[k + 12] = _mm512_shuffle_f32x4(v1, w1, 0xDD);
+  }
+}
+
+__attribute__((target("avx512f"))) void bias_relu_to_planar_avx512(float* dst, int64_t dst_ld, const float* src,
+                                                                   int64_t src_ld, const float* bias,
+                                                                   int64_t pixels, int64_t channels) {
+  const int64_t p_full = pixels / 16 * 16, c_full = channels / 16 * 16;
+  const __m512 zero = _mm512_setzero_ps();
+  for (int64_t c0 = 0; c0 < c_full; c0 += 16) {
+    const __m512 b = _mm512_loadu_ps(bias + c0);
+    for (int64_t p0 = 0; p0 < p_full; p0 += 16) {
+      __m512 r[16];
+      for (int i = 0; i < 16; ++i)
+        r[i] = _mm512_max_ps(_mm512_add_ps(_mm512_loadu_ps(src + (p0 + i) * src_ld + c0), b), zero);
+      transpose16(r);
+      for (int i = 0; i < 16; ++i) _mm512_storeu_ps(dst + (c0 + i) * dst_ld + p0, r[i]);
+    }
+  }
+  // edges: the pixels past the last full block, then the channels past the last full block
+  bias_relu_to_planar_scalar(dst + p_full, dst_ld, src + p_full * src_ld, src_ld, bias, pixels - p_full, c_full);
+  bias_relu_to_planar_scalar(dst + c_full * dst_ld, dst_ld, src + c_full, src_ld, bias + c_full, pixels,
+                             channels - c_full);
+}
+
+__attribute__((target("avx512f"))) void planar_to_pixel_major_avx512(float* dst, int64_t dst_ld, const float* src,
+                                                                     int64_t src_ld, int64_t pixels,
+                                                                     int64_t channels) {
+  const int64_t p_full = pixels / 16 * 16, c_full = channels / 16 * 16;
+  for (int64_t p0 = 0; p0 < p_full; p0 += 16)
+    for (int64_t c0 = 0; c0 < c_full; c0 += 16) {
+      __m512 r[16];
+      for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_ps(src + (c0 + i) * src_ld + p0);
+      transpose16(r);
+      for (int i = 0; i < 16; ++i) _mm512_storeu_ps(dst + (p0 + i) * dst_ld + c0, r[i]);
+    }
+  planar_to_pixel_major_scalar(dst + p_full * dst_ld, dst_ld, src + p_full, src_ld, pixels - p_full, c_full);
+  planar_to_pixel_major_scalar(dst + c_full, dst_ld, src + c_full * src_ld, src_ld, pixels, channels - c_full);
+}
+
+// SQUEEZEAE_CPU_NO_AVX512=1 forces the scalar path (for its test on AVX-512 machines).
+bool has_avx512() {
+  static const bool yes = __builtin_cpu_supports("avx512f") && std::getenv("SQUEEZEAE_CPU_NO_AVX512") == nullptr;
+  return yes;
+}
+#pragma GCC diagnostic pop
+#endif
+
+}  // namespace
+
+void bias_relu_to_planar(float* dst, int64_t dst_ld, const float* src, int64_t src_ld, const float* bias,
+                         int64_t pixels, int64_t channels) {
+#if defined(SQUEEZEAE_HAVE_AVX512_PATH)
+  if (has_avx512()) return bias_relu_to_planar_avx512(dst, dst_ld, src, src_ld, bias, pixels, channels);
+#endif
+  bias_relu_to_planar_scalar(dst, dst_ld, src, src_ld, bias, pixels, channels);
+}
+
+void planar_to_pixel_major(float* dst, int64_t dst_ld, const float* src, int64_t src_ld, int64_t pixels,
+                           int64_t channels) {
+#if defined(SQUEEZEAE_HAVE_AVX512_PATH)
+  if (has_avx512()) return planar_to_pixel_major_avx512(dst, dst_ld, src, src_ld, pixels, channels);
+#endif
+  planar_to_pixel_major_scalar(dst, dst_ld, src, src_ld, pixels, channels);
 }
 
 SQUEEZEAE_CLONES

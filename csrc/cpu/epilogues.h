@@ -16,6 +16,16 @@ void bias_relu_rows(float* dst, int64_t dst_pitch, const float* src, int64_t src
 void relu_mask_rows(float* dst, int64_t dst_pitch, const float* grad, int64_t grad_pitch, const float* out,
                     int64_t out_pitch, int64_t rows, int64_t cols);
 
+// Transposing copies between pixel-major [pixels, channels] tiles and planar [channels, pixels] tensors, in
+// 16 x 16 blocks (AVX-512 shuffles where the CPU has them):
+//   bias_relu_to_planar: dst[c * dst_ld + p] = max(src[p * src_ld + c] + bias[c], 0)
+//   planar_to_pixel_major: dst[p * dst_ld + c] = src[c * src_ld + p]
+// for p < pixels, c < channels.
+void bias_relu_to_planar(float* dst, int64_t dst_ld, const float* src, int64_t src_ld, const float* bias,
+                         int64_t pixels, int64_t channels);
+void planar_to_pixel_major(float* dst, int64_t dst_ld, const float* src, int64_t src_ld, int64_t pixels,
+                           int64_t channels);
+
 // Checks pooling indices idx[r * row_step + i * step] (r < rows, i < count) of an out_h x out_w plane, row r's
 // pooling windows spanning plane rows [top + r * top_step, + kernel_h). Returns bit 0 set if some index is
 // outside [0, out_h * out_w), bit 1 set if some index lies outside its window's rows.

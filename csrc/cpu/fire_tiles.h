@@ -543,6 +543,12 @@ struct StridedRowLoader {
     if constexpr (std::is_same_v<scalar_t, acc_t>) {
       if (st.c == 1 && st.w == C && st.h == W * C) return base + g0 * st.h;  // already pixel-major rows
     }
+    if constexpr (std::is_same_v<scalar_t, float> && std::is_same_v<acc_t, float>) {
+      if (st.w == 1 && st.h == W) {  // NCHW rows: the band is [C, pixels] with leading dimension st.c
+        planar_to_pixel_major(dst, C, base + g0 * W, st.c, (g1 - g0) * W, C);
+        return dst;
+      }
+    }
     for_each_element(st, C, g0, g1, W, [&](int64_t c, int64_t h, int64_t w) {
       dst[((h - g0) * W + w) * C + c] = static_cast<acc_t>(base[c * st.c + h * st.h + w * st.w]);
     });
@@ -607,6 +613,12 @@ struct ActivationStore {
           for (int64_t e = 0; e < E; ++e) d[e] = static_cast<scalar_t>(std::max(a[e] + bias[e], acc_t(0)));
         }
       return;
+    }
+    if constexpr (std::is_same_v<scalar_t, float> && std::is_same_v<acc_t, float>) {
+      if (st.w == 1 && st.h == W && padded_width == W) {  // NCHW rows: transposed into [E, pixels] planes
+        bias_relu_to_planar(base + r0 * W, st.c, acc, E, bias, (r1 - r0) * W, E);
+        return;
+      }
     }
     for_each_element(st, E, r0, r1, W, [&](int64_t e, int64_t h, int64_t w) {
       const acc_t value = acc[((h - r0) * padded_width + w) * E + e] + bias[e];
