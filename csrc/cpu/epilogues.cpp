@@ -83,25 +83,35 @@ __attribute__((target("avx512f"))) inline void transpose16(__m512 r[16]) {
   }
 }
 
-__attribute__((target("avx512f"))) void bias_relu_to_planar_avx512(float* dst, int64_t dst_ld, const float* src,
-                                                                   int64_t src_ld, const float* bias,
-                                                                   int64_t pixels, int64_t channels) {
+// dst[c * dst_ld + p] = f(src[p * src_ld + c]), f = max(. + bias[c], 0) with kBiasRelu, else the identity.
+template <bool kBiasRelu>
+__attribute__((target("avx512f"))) void to_planar_avx512(float* dst, int64_t dst_ld, const float* src,
+                                                         int64_t src_ld, const float* bias, int64_t pixels,
+                                                         int64_t channels) {
   const int64_t p_full = pixels / 16 * 16, c_full = channels / 16 * 16;
   const __m512 zero = _mm512_setzero_ps();
   for (int64_t c0 = 0; c0 < c_full; c0 += 16) {
-    const __m512 b = _mm512_loadu_ps(bias + c0);
+    const __m512 b = kBiasRelu ? _mm512_loadu_ps(bias + c0) : zero;
     for (int64_t p0 = 0; p0 < p_full; p0 += 16) {
       __m512 r[16];
-      for (int i = 0; i < 16; ++i)
-        r[i] = _mm512_max_ps(_mm512_add_ps(_mm512_loadu_ps(src + (p0 + i) * src_ld + c0), b), zero);
+      for (int i = 0; i < 16; ++i) {
+        r[i] = _mm512_loadu_ps(src + (p0 + i) * src_ld + c0);
+        if (kBiasRelu) r[i] = _mm512_max_ps(_mm512_add_ps(r[i], b), zero);
+      }
       transpose16(r);
       for (int i = 0; i < 16; ++i) _mm512_storeu_ps(dst + (c0 + i) * dst_ld + p0, r[i]);
     }
   }
   // edges: the pixels past the last full block, then the channels past the last full block
-  bias_relu_to_planar_scalar(dst + p_full, dst_ld, src + p_full * src_ld, src_ld, bias, pixels - p_full, c_full);
-  bias_relu_to_planar_scalar(dst + c_full * dst_ld, dst_ld, src + c_full, src_ld, bias + c_full, pixels,
-                             channels - c_full);
+  auto scalar = [&](float* d, const float* s_, const float* b_, int64_t np, int64_t nc) {
+    for (int64_t c = 0; c < nc; ++c)
+      for (int64_t p = 0; p < np; ++p) {
+        const float v = s_[p * src_ld + c];
+        d[c * dst_ld + p] = kBiasRelu ? std::max(v + b_[c], 0.0f) : v;
+      }
+  };
+  scalar(dst + p_full, src + p_full * src_ld, bias, pixels - p_full, c_full);
+  scalar(dst + c_full * dst_ld, src + c_full, kBiasRelu ? bias + c_full : bias, pixels, channels - c_full);
 }
 
 __attribute__((target("avx512f"))) void planar_to_pixel_major_avx512(float* dst, int64_t dst_ld, const float* src,
@@ -132,9 +142,18 @@ bool has_avx512() {
 void bias_relu_to_planar(float* dst, int64_t dst_ld, const float* src, int64_t src_ld, const float* bias,
                          int64_t pixels, int64_t channels) {
 #if defined(SQUEEZEAE_HAVE_AVX512_PATH)
-  if (has_avx512()) return bias_relu_to_planar_avx512(dst, dst_ld, src, src_ld, bias, pixels, channels);
+  if (has_avx512()) return to_planar_avx512<true>(dst, dst_ld, src, src_ld, bias, pixels, channels);
 #endif
   bias_relu_to_planar_scalar(dst, dst_ld, src, src_ld, bias, pixels, channels);
+}
+
+void pixel_major_to_planar(float* dst, int64_t dst_ld, const float* src, int64_t src_ld, int64_t pixels,
+                           int64_t channels) {
+#if defined(SQUEEZEAE_HAVE_AVX512_PATH)
+  if (has_avx512()) return to_planar_avx512<false>(dst, dst_ld, src, src_ld, nullptr, pixels, channels);
+#endif
+  for (int64_t c = 0; c < channels; ++c)
+    for (int64_t p = 0; p < pixels; ++p) dst[c * dst_ld + p] = src[p * src_ld + c];
 }
 
 void planar_to_pixel_major(float* dst, int64_t dst_ld, const float* src, int64_t src_ld, int64_t pixels,

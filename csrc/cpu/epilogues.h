@@ -19,10 +19,13 @@ void relu_mask_rows(float* dst, int64_t dst_pitch, const float* grad, int64_t gr
 // Transposing copies between pixel-major [pixels, channels] tiles and planar [channels, pixels] tensors, in
 // 16 x 16 blocks (AVX-512 shuffles where the CPU has them):
 //   bias_relu_to_planar: dst[c * dst_ld + p] = max(src[p * src_ld + c] + bias[c], 0)
+//   pixel_major_to_planar: dst[c * dst_ld + p] = src[p * src_ld + c]
 //   planar_to_pixel_major: dst[p * dst_ld + c] = src[c * src_ld + p]
 // for p < pixels, c < channels.
 void bias_relu_to_planar(float* dst, int64_t dst_ld, const float* src, int64_t src_ld, const float* bias,
                          int64_t pixels, int64_t channels);
+void pixel_major_to_planar(float* dst, int64_t dst_ld, const float* src, int64_t src_ld, int64_t pixels,
+                           int64_t channels);
 void planar_to_pixel_major(float* dst, int64_t dst_ld, const float* src, int64_t src_ld, int64_t pixels,
                            int64_t channels);
 

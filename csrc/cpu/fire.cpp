@@ -1,7 +1,7 @@
 // squeezeae::fire and fire_backward on the CPU: the tile engine of fire_tiles.h, pixel-major tiles for
 // channels_last (and other channels-innermost) inputs, planar tiles (fire_tiles_planar.h) for NCHW-like ones
-// (except small images in the forward, see use_planar_forward_tiles), so no layout is ever transposed as a
-// whole.
+// where they measured faster (see use_planar_forward_tiles and use_planar_backward_tiles), so no layout is
+// ever transposed as a whole.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <torch/library.h>
@@ -67,7 +67,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   } else {
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "fire_backward_cpu", [&] {
       using acc_t = acc_type_for<scalar_t>;
-      const bool planar = use_planar_tiles(x);
+      const bool planar = cpu::use_planar_backward_tiles(x);
       const auto w = cpu::pack_fire_weights<acc_t>(d, squeeze_weight, squeeze_bias, expand1x1_weight, std::nullopt,
                                                    expand3x3_weight, std::nullopt, planar, /*backward=*/true);
       const cpu::TileGrid grid = cpu::make_tile_grid(d.batch, d.height, d.width, /*target_pixels=*/384, /*min_tiles=*/8);
