@@ -164,10 +164,13 @@ at::Tensor max_unpool2d_cpu(const at::Tensor& input, const at::Tensor& indices, 
   const bool channels_inner = output_memory_format(input) == at::MemoryFormat::ChannelsLast;
   const Strides4 in_s(input), idx_s(indices), out_s(output);
   const int64_t plane = d.out_plane(), C = d.channels;
-  const bool stream = output.nbytes() >= kStreamBytes;
   const int64_t* idx_ptr = indices.const_data_ptr<int64_t>();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "max_unpool2d_cpu", [&] {
     const int64_t cb = unpool_channel_block(d.batch, C, plane, sizeof(scalar_t), channels_inner);
+    // Streaming builds each slice in a thread-local buffer that outlives the call: only for slices that fit
+    // the block budget (a single huge plane is zeroed and scattered in place instead).
+    const bool stream = output.nbytes() >= kStreamBytes &&
+                        plane * cb * static_cast<int64_t>(sizeof(scalar_t)) <= kBlockBytesChannelsLast;
     const int64_t blocks = (C + cb - 1) / cb;
     const scalar_t* in_ptr = input.const_data_ptr<scalar_t>();
     scalar_t* out_ptr = output.mutable_data_ptr<scalar_t>();
