@@ -70,6 +70,29 @@ def test_indices_outside_their_windows(device):
     assert_close_to(out, reference.fire(*to64([unpooled, *weights])))
 
 
+@pytest.mark.parametrize("memory", ["nchw", "channels_last"])
+def test_indices_in_their_window_rows_only(device, memory):
+    """Indices inside their window's rows but anywhere along the row (the CPU kernels prune the pooled rows a band
+    scans by rows alone): forward and gradients still match unpooling + the reference Fire."""
+    N, C, Hp, Wp, H, W = 2, 5, 6, 5, 13, 11  # 3x3 windows, stride 2, output 13x11
+    rows = (torch.arange(Hp) * 2).view(1, 1, Hp, 1) + torch.randint(0, 3, (N, C, Hp, Wp))
+    indices = (rows.clamp(max=H - 1) * W + torch.randint(0, W, (N, C, Hp, Wp))).to(device)
+    x = layout(torch.randn(N, C, Hp, Wp, device=device), memory).requires_grad_()
+    indices = layout(indices, memory)
+    weights = [w.requires_grad_() for w in fire_weights(C, 4, 6, 7, device=device)]
+    out = sx.functional.unpool_fire(x, indices, *weights, 3, 2, 0, (H, W))
+    grad = torch.randn_like(out)
+    out.backward(grad)
+    x64 = x.detach().double().cpu().requires_grad_()
+    w64 = [w.detach().double().cpu().requires_grad_() for w in weights]
+    unpooled = sx.functional.max_unpool2d(x64, indices.cpu(), 3, 2, 0, (H, W))
+    ref = reference.fire(unpooled, *w64)
+    ref.backward(grad.double().cpu())
+    assert_close_to(out, ref)
+    for a, b in zip([x, *weights], [x64, *w64]):
+        assert_close_to(a.grad, b.grad)
+
+
 def test_default_output_size_and_unbatched(device):
     pooled, indices = pooled_input(1, 4, 8, 10, 2, 2, device=device, ceil_mode=False)
     weights = fire_weights(4, 3, 2, 5, device=device)
