@@ -40,11 +40,16 @@ void relu_mask_rows(float* dst, int64_t dst_pitch, const float* grad, int64_t gr
 
 namespace {
 
-// Scalar reference of one block (and of the edges of any size).
-void bias_relu_to_planar_scalar(float* dst, int64_t dst_ld, const float* src, int64_t src_ld, const float* bias,
-                                int64_t pixels, int64_t channels) {
+// Scalar paths (and the edges of the AVX-512 blocks): dst[c * dst_ld + p] = f(src[p * src_ld + c]), f =
+// max(. + bias[c], 0) with kBiasRelu, else the identity.
+template <bool kBiasRelu>
+void to_planar_scalar(float* dst, int64_t dst_ld, const float* src, int64_t src_ld, const float* bias,
+                      int64_t pixels, int64_t channels) {
   for (int64_t c = 0; c < channels; ++c)
-    for (int64_t p = 0; p < pixels; ++p) dst[c * dst_ld + p] = std::max(src[p * src_ld + c] + bias[c], 0.0f);
+    for (int64_t p = 0; p < pixels; ++p) {
+      const float v = src[p * src_ld + c];
+      dst[c * dst_ld + p] = kBiasRelu ? std::max(v + bias[c], 0.0f) : v;
+    }
 }
 
 void planar_to_pixel_major_scalar(float* dst, int64_t dst_ld, const float* src, int64_t src_ld, int64_t pixels,
@@ -103,15 +108,9 @@ __attribute__((target("avx512f"))) void to_planar_avx512(float* dst, int64_t dst
     }
   }
   // edges: the pixels past the last full block, then the channels past the last full block
-  auto scalar = [&](float* d, const float* s_, const float* b_, int64_t np, int64_t nc) {
-    for (int64_t c = 0; c < nc; ++c)
-      for (int64_t p = 0; p < np; ++p) {
-        const float v = s_[p * src_ld + c];
-        d[c * dst_ld + p] = kBiasRelu ? std::max(v + b_[c], 0.0f) : v;
-      }
-  };
-  scalar(dst + p_full, src + p_full * src_ld, bias, pixels - p_full, c_full);
-  scalar(dst + c_full * dst_ld, src + c_full, kBiasRelu ? bias + c_full : bias, pixels, channels - c_full);
+  to_planar_scalar<kBiasRelu>(dst + p_full, dst_ld, src + p_full * src_ld, src_ld, bias, pixels - p_full, c_full);
+  to_planar_scalar<kBiasRelu>(dst + c_full * dst_ld, dst_ld, src + c_full, src_ld, kBiasRelu ? bias + c_full : bias,
+                              pixels, channels - c_full);
 }
 
 __attribute__((target("avx512f"))) void planar_to_pixel_major_avx512(float* dst, int64_t dst_ld, const float* src,
@@ -144,7 +143,7 @@ void bias_relu_to_planar(float* dst, int64_t dst_ld, const float* src, int64_t s
 #if defined(SQUEEZEAE_HAVE_AVX512_PATH)
   if (has_avx512()) return to_planar_avx512<true>(dst, dst_ld, src, src_ld, bias, pixels, channels);
 #endif
-  bias_relu_to_planar_scalar(dst, dst_ld, src, src_ld, bias, pixels, channels);
+  to_planar_scalar<true>(dst, dst_ld, src, src_ld, bias, pixels, channels);
 }
 
 void pixel_major_to_planar(float* dst, int64_t dst_ld, const float* src, int64_t src_ld, int64_t pixels,
@@ -152,8 +151,7 @@ void pixel_major_to_planar(float* dst, int64_t dst_ld, const float* src, int64_t
 #if defined(SQUEEZEAE_HAVE_AVX512_PATH)
   if (has_avx512()) return to_planar_avx512<false>(dst, dst_ld, src, src_ld, nullptr, pixels, channels);
 #endif
-  for (int64_t c = 0; c < channels; ++c)
-    for (int64_t p = 0; p < pixels; ++p) dst[c * dst_ld + p] = src[p * src_ld + c];
+  to_planar_scalar<false>(dst, dst_ld, src, src_ld, nullptr, pixels, channels);
 }
 
 void planar_to_pixel_major(float* dst, int64_t dst_ld, const float* src, int64_t src_ld, int64_t pixels,
