@@ -38,9 +38,13 @@ namespace squeezeae {
 namespace cpu {
 
 // dst[c * ld_dst + r] = src[r * ld_src + c] for a rows x cols block, in 16 x 16 sub-blocks so both sides
-// are walked a cache line at a time.
+// are walked a cache line at a time (float: the AVX-512 transposes of epilogues.h).
 template <typename T>
 inline void transpose(const T* src, int64_t rows, int64_t cols, int64_t ld_src, T* dst, int64_t ld_dst) {
+  if constexpr (std::is_same_v<T, float>) {
+    pixel_major_to_planar(dst, ld_dst, src, ld_src, rows, cols);
+    return;
+  }
   constexpr int64_t kBlock = 16;
   for (int64_t r0 = 0; r0 < rows; r0 += kBlock)
     for (int64_t c0 = 0; c0 < cols; c0 += kBlock) {
