@@ -278,7 +278,6 @@ struct TileBuffers {
   acc_t *x, *squeeze_acc, *spad;
   const acc_t* x_rows = nullptr;                          // the loaded rows: x or the input itself
   acc_t* out = nullptr;                                   // forward
-  acc_t* spad3 = nullptr;                                 // forward, pixel-major
   acc_t *spad_t = nullptr, *grad = nullptr, *grad_squeeze = nullptr, *grad_squeeze_dense = nullptr,
         *grad_x = nullptr, *grad_squeeze_t = nullptr;     // backward
   TileBuffers(const TileGrid& g, int64_t C, int64_t S, int64_t E, bool backward) {
@@ -288,8 +287,7 @@ struct TileBuffers {
     spad = S_::get(S_::kSpad, g.padded_pixels() * S);
     const int64_t flat = g.flat_pixels(g.rows), dense = g.rows * g.width;
     if (!backward) {
-      out = S_::get(S_::kOut, flat * E);
-      spad3 = S_::get(S_::kSpad3, (g.rows + 2) * g.width * 3 * S);
+      out = S_::get(S_::kOut, dense * E);
     } else {
       spad_t = S_::get(S_::kSpadT, g.padded_pixels() * S);
       grad = S_::get(S_::kGrad, g.padded_pixels() * E);
@@ -345,7 +343,7 @@ void fire_forward_tile(const FireWeights<acc_t>& w, const TileGrid& g, int64_t n
   // GEMMs (one per kernel row, K = 3 * S) over the tile's own pixels only. (GEMMs straight over spad, whose
   // rows overlap, would also run over the two border columns of every row: 2 / (W + 2) of the work wasted,
   // 13% at 13x13, for a copy that costs 1 / (2 * E3) of the GEMMs' FLOPs.)
-  acc_t* spad3 = buf.spad3;
+  acc_t* spad3 = Scratch<acc_t>::get(Scratch<acc_t>::kSpad3, (R + 2) * W * 3 * S);  // only these tiles use it
   for (int64_t lr = 0; lr < R + 2; ++lr)
     for (int64_t j = 0; j < W; ++j)
       std::copy_n(buf.spad + (lr * PW + j) * S, 3 * S, spad3 + (lr * W + j) * 3 * S);
