@@ -23,11 +23,11 @@ struct PoolGeometry {
   // max_pool2d; columns do not matter here). Only then may a band of output rows look at just the pooled rows
   // whose windows overlap it; otherwise every pooled row is scanned (F.max_unpool2d accepts any index inside
   // the plane).
-  bool in_window = true;
+  bool in_window_rows = true;
 
   // Pooled rows [first, last) whose windows overlap output rows [r0, r1).
   std::pair<int64_t, int64_t> pooled_rows_for(int64_t r0, int64_t r1) const {
-    if (!in_window) return {0, pooled_h};
+    if (!in_window_rows) return {0, pooled_h};
     // window of pooled row p covers [p * stride - pad, p * stride - pad + kernel)
     const int64_t lo_num = r0 + pad_h - kernel_h + 1;  // p * stride >= lo_num
     int64_t first = lo_num <= 0 ? 0 : (lo_num + stride_h - 1) / stride_h;
@@ -48,7 +48,7 @@ inline PoolGeometry scan_pool_indices(const at::Tensor& indices, at::IntArrayRef
   const int64_t N = indices.size(0), C = indices.size(1), plane = out_h * out_w;
   const Strides4 st(indices);
   const int64_t* idx = indices.const_data_ptr<int64_t>();
-  std::atomic<bool> all_in_window{true}, any_out_of_plane{false};
+  std::atomic<bool> all_in_window_rows{true}, any_out_of_plane{false};
   // channels_last: one pooled row of one image per item, channels innermost; otherwise one (n, c) plane.
   const bool channels_inner = st.c <= st.w;
   at::parallel_for(0, channels_inner ? N * g.pooled_h : N * C, 4, [&](int64_t begin, int64_t end) {
@@ -66,15 +66,15 @@ inline PoolGeometry scan_pool_indices(const at::Tensor& indices, at::IntArrayRef
       }
     }
     if (flags & 1) any_out_of_plane.store(true);
-    if (flags & 2) all_in_window.store(false);
+    if (flags & 2) all_in_window_rows.store(false);
   });
-  if (any_out_of_plane.load()) {  // name the first bad index, in memory order
+  if (any_out_of_plane.load()) {  // name the first bad index, in (n, c, h, w) order
     const at::Tensor flat = indices.contiguous().view(-1);
     const int64_t* p = flat.const_data_ptr<int64_t>();
     for (int64_t i = 0; i < flat.numel(); ++i)
       if (p[i] < 0 || p[i] >= plane) throw_invalid_index(p[i], out_h, out_w);
   }
-  g.in_window = all_in_window.load();
+  g.in_window_rows = all_in_window_rows.load();
   return g;
 }
 
