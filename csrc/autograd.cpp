@@ -53,8 +53,6 @@ variable_list weight_grads(AutogradContext* ctx, const Grads& grads) {
           keep(std::get<4>(grads), 1), std::get<5>(grads), keep(std::get<6>(grads), 2)};
 }
 
-std::vector<int64_t> to_vector(at::IntArrayRef a) { return a.vec(); }
-
 struct FireFunction : public torch::autograd::Function<FireFunction> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& sw, const OptTensor& sb,
                             const at::Tensor& e1w, const OptTensor& e1b, const at::Tensor& e3w,
@@ -112,9 +110,9 @@ struct UnpoolFireFunction : public torch::autograd::Function<UnpoolFireFunction>
       out = op.call(input, indices, sw, sb, e1w, e1b, e3w, e3b, kernel_size, stride, padding, output_size);
     }
     save_bias_presence(ctx, sb, e1b, e3b);
-    ctx->saved_data["kernel_size"] = to_vector(kernel_size);
-    ctx->saved_data["stride"] = to_vector(stride);
-    ctx->saved_data["padding"] = to_vector(padding);
+    ctx->saved_data["kernel_size"] = kernel_size.vec();
+    ctx->saved_data["stride"] = stride.vec();
+    ctx->saved_data["padding"] = padding.vec();
     ctx->save_for_backward({input, indices, out, sw, or_undefined(sb), e1w, e3w});
     return out;
   }
