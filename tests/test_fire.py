@@ -195,12 +195,13 @@ def test_fallback_paths_match(env):
         "import torch, squeezeae_ext as sx\n"
         "from squeezeae_ext import reference\n"
         "torch.manual_seed(0)\n"
-        "for shape, cw in (((2, 7, 6, 9), (3, 4, 5)), ((2, 40, 13, 13), (8, 20, 28))):\n"
+        "# the first case's bound is the original one; the second sums 40 and 72 products of unit normals\n"
+        "for shape, cw, tol in (((2, 7, 6, 9), (3, 4, 5), 1e-5), ((2, 40, 13, 13), (8, 20, 28), 1e-4)):\n"
         "    x = torch.randn(*shape)\n"
         "    C, (S, E1, E3) = shape[1], cw\n"
         "    w = [torch.randn(S, C, 1, 1), torch.randn(S), torch.randn(E1, S, 1, 1), torch.randn(E1),"
         " torch.randn(E3, S, 3, 3), torch.randn(E3)]\n"
-        "    torch.testing.assert_close(sx.functional.fire(x, *w), reference.fire(x, *w), rtol=1e-4, atol=1e-4)\n"
+        "    torch.testing.assert_close(sx.functional.fire(x, *w), reference.fire(x, *w), rtol=tol, atol=tol)\n"
         "print('ok')\n"
     )
     env = dict(os.environ, **env)
