@@ -138,20 +138,23 @@ bool has_avx512() {
 
 }  // namespace
 
+template <bool kBiasRelu>
+void to_planar(float* dst, int64_t dst_ld, const float* src, int64_t src_ld, const float* bias, int64_t pixels,
+               int64_t channels) {
+#if defined(SQUEEZEAE_HAVE_AVX512_PATH)
+  if (has_avx512()) return to_planar_avx512<kBiasRelu>(dst, dst_ld, src, src_ld, bias, pixels, channels);
+#endif
+  to_planar_scalar<kBiasRelu>(dst, dst_ld, src, src_ld, bias, pixels, channels);
+}
+
 void bias_relu_to_planar(float* dst, int64_t dst_ld, const float* src, int64_t src_ld, const float* bias,
                          int64_t pixels, int64_t channels) {
-#if defined(SQUEEZEAE_HAVE_AVX512_PATH)
-  if (has_avx512()) return to_planar_avx512<true>(dst, dst_ld, src, src_ld, bias, pixels, channels);
-#endif
-  to_planar_scalar<true>(dst, dst_ld, src, src_ld, bias, pixels, channels);
+  to_planar<true>(dst, dst_ld, src, src_ld, bias, pixels, channels);
 }
 
 void pixel_major_to_planar(float* dst, int64_t dst_ld, const float* src, int64_t src_ld, int64_t pixels,
                            int64_t channels) {
-#if defined(SQUEEZEAE_HAVE_AVX512_PATH)
-  if (has_avx512()) return to_planar_avx512<false>(dst, dst_ld, src, src_ld, nullptr, pixels, channels);
-#endif
-  to_planar_scalar<false>(dst, dst_ld, src, src_ld, nullptr, pixels, channels);
+  to_planar<false>(dst, dst_ld, src, src_ld, nullptr, pixels, channels);
 }
 
 void planar_to_pixel_major(float* dst, int64_t dst_ld, const float* src, int64_t src_ld, int64_t pixels,
