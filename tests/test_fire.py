@@ -187,10 +187,13 @@ def test_thread_count_does_not_change_results():
         assert torch.equal(a, b)
 
 
-@pytest.mark.parametrize("env", [{"SQUEEZEAE_CPU_GEMM": "plain"}, {"SQUEEZEAE_CPU_NO_AVX512": "1"}])
+@pytest.mark.parametrize(
+    "env", [{"SQUEEZEAE_CPU_GEMM": "plain"}, {"SQUEEZEAE_CPU_ISA": "avx2"}, {"SQUEEZEAE_CPU_ISA": "scalar"}]
+)
 def test_fallback_paths_match(env):
-    """CPUs without oneDNN's micro-kernel use the plain GEMM, CPUs without AVX-512 the scalar tile transposes:
-    same results (each checked in a fresh process, forced by its environment variable)."""
+    """CPUs without oneDNN's micro-kernel use the plain GEMM, CPUs without AVX-512 the AVX2 or scalar tile
+    transposes: same results, forward and (float32 NCHW, which runs through the transposes) backward, each
+    checked in a fresh process with the path forced by its environment variable."""
     code = (
         "import torch, squeezeae_ext as sx\n"
         "from squeezeae_ext import reference\n"
@@ -202,6 +205,14 @@ def test_fallback_paths_match(env):
         "    w = [torch.randn(S, C, 1, 1), torch.randn(S), torch.randn(E1, S, 1, 1), torch.randn(E1),"
         " torch.randn(E3, S, 3, 3), torch.randn(E3)]\n"
         "    torch.testing.assert_close(sx.functional.fire(x, *w), reference.fire(x, *w), rtol=tol, atol=tol)\n"
+        "    grads = []\n"
+        "    for fn in (sx.functional.fire, reference.fire):\n"
+        "        leaves = [t.clone().requires_grad_() for t in (x, *w)]\n"
+        "        out = fn(*leaves)\n"
+        "        out.backward(torch.cos(torch.arange(out.numel(), dtype=out.dtype)).view_as(out))\n"
+        "        grads.append([t.grad for t in leaves])\n"
+        "    for a, b in zip(*grads):\n"
+        "        torch.testing.assert_close(a, b, rtol=10 * tol, atol=10 * tol)\n"
         "print('ok')\n"
     )
     env = dict(os.environ, **env)

@@ -2,10 +2,11 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <cstring>
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
-#define SQUEEZEAE_HAVE_AVX512_PATH 1
+#define SQUEEZEAE_HAVE_SIMD_PATHS 1
 #endif
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(SQUEEZEAE_NO_MULTIVERSION)
@@ -40,7 +41,7 @@ void relu_mask_rows(float* dst, int64_t dst_pitch, const float* grad, int64_t gr
 
 namespace {
 
-// Scalar paths (and the edges of the AVX-512 blocks): dst[c * dst_ld + p] = f(src[p * src_ld + c]), f =
+// Scalar paths (and the edges of the SIMD blocks): dst[c * dst_ld + p] = f(src[p * src_ld + c]), f =
 // max(. + bias[c], 0) with kBiasRelu, else the identity.
 template <bool kBiasRelu>
 void to_planar_scalar(float* dst, int64_t dst_ld, const float* src, int64_t src_ld, const float* bias,
@@ -58,7 +59,7 @@ void planar_to_pixel_major_scalar(float* dst, int64_t dst_ld, const float* src, 
     for (int64_t c = 0; c < channels; ++c) dst[p * dst_ld + c] = src[c * src_ld + p];
 }
 
-#if defined(SQUEEZEAE_HAVE_AVX512_PATH)
+#if defined(SQUEEZEAE_HAVE_SIMD_PATHS)
 // GCC 12 reports its own _mm512_undefined_ps() inside the intrinsics as maybe-uninitialized.
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
@@ -128,10 +129,75 @@ __attribute__((target("avx512f"))) void planar_to_pixel_major_avx512(float* dst,
   planar_to_pixel_major_scalar(dst + c_full, dst_ld, src + c_full * src_ld, src_ld, pixels, channels - c_full);
 }
 
-// SQUEEZEAE_CPU_NO_AVX512=1 forces the scalar path (for its test on AVX-512 machines).
-bool has_avx512() {
-  static const bool yes = __builtin_cpu_supports("avx512f") && std::getenv("SQUEEZEAE_CPU_NO_AVX512") == nullptr;
-  return yes;
+// r[i] = row i of an 8 x 8 block; on return r[j] holds column j.
+__attribute__((target("avx2"))) inline void transpose8(__m256 r[8]) {
+  __m256 t[8], u[8];
+  for (int i = 0; i < 4; ++i) {  // 32-bit interleave of row pairs, within each 128-bit lane
+    t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 2; ++i) {  // 64-bit interleave: u[4i + k], lane L = column k + 4L of rows 4i..4i+3
+    u[4 * i] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+    u[4 * i + 1] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
+    u[4 * i + 2] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+    u[4 * i + 3] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
+  }
+  for (int k = 0; k < 4; ++k) {  // lane 0 of both row groups is column k, lane 1 column k + 4
+    r[k] = _mm256_permute2f128_ps(u[k], u[4 + k], 0x20);
+    r[k + 4] = _mm256_permute2f128_ps(u[k], u[4 + k], 0x31);
+  }
+}
+
+template <bool kBiasRelu>
+__attribute__((target("avx2"))) void to_planar_avx2(float* dst, int64_t dst_ld, const float* src, int64_t src_ld,
+                                                    const float* bias, int64_t pixels, int64_t channels) {
+  const int64_t p_full = pixels / 8 * 8, c_full = channels / 8 * 8;
+  const __m256 zero = _mm256_setzero_ps();
+  for (int64_t c0 = 0; c0 < c_full; c0 += 8) {
+    const __m256 b = kBiasRelu ? _mm256_loadu_ps(bias + c0) : zero;
+    for (int64_t p0 = 0; p0 < p_full; p0 += 8) {
+      __m256 r[8];
+      for (int i = 0; i < 8; ++i) {
+        r[i] = _mm256_loadu_ps(src + (p0 + i) * src_ld + c0);
+        if (kBiasRelu) r[i] = _mm256_max_ps(_mm256_add_ps(r[i], b), zero);
+      }
+      transpose8(r);
+      for (int i = 0; i < 8; ++i) _mm256_storeu_ps(dst + (c0 + i) * dst_ld + p0, r[i]);
+    }
+  }
+  to_planar_scalar<kBiasRelu>(dst + p_full, dst_ld, src + p_full * src_ld, src_ld, bias, pixels - p_full, c_full);
+  to_planar_scalar<kBiasRelu>(dst + c_full * dst_ld, dst_ld, src + c_full, src_ld, kBiasRelu ? bias + c_full : bias,
+                              pixels, channels - c_full);
+}
+
+__attribute__((target("avx2"))) void planar_to_pixel_major_avx2(float* dst, int64_t dst_ld, const float* src,
+                                                                 int64_t src_ld, int64_t pixels, int64_t channels) {
+  const int64_t p_full = pixels / 8 * 8, c_full = channels / 8 * 8;
+  for (int64_t p0 = 0; p0 < p_full; p0 += 8)
+    for (int64_t c0 = 0; c0 < c_full; c0 += 8) {
+      __m256 r[8];
+      for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(src + (c0 + i) * src_ld + p0);
+      transpose8(r);
+      for (int i = 0; i < 8; ++i) _mm256_storeu_ps(dst + (p0 + i) * dst_ld + c0, r[i]);
+    }
+  planar_to_pixel_major_scalar(dst + p_full * dst_ld, dst_ld, src + p_full, src_ld, pixels - p_full, c_full);
+  planar_to_pixel_major_scalar(dst + c_full, dst_ld, src + c_full * src_ld, src_ld, pixels, channels - c_full);
+}
+
+enum class Isa { kScalar, kAvx2, kAvx512 };
+
+// The widest transposes this CPU runs; SQUEEZEAE_CPU_ISA=avx2 or =scalar caps them (to test the narrower paths
+// on a wider machine).
+Isa transpose_isa() {
+  static const Isa isa = [] {
+    const char* cap = std::getenv("SQUEEZEAE_CPU_ISA");
+    const bool allow512 = cap == nullptr || std::strcmp(cap, "avx512") == 0;
+    const bool allow2 = allow512 || std::strcmp(cap, "avx2") == 0;
+    if (allow512 && __builtin_cpu_supports("avx512f")) return Isa::kAvx512;
+    if (allow2 && __builtin_cpu_supports("avx2")) return Isa::kAvx2;
+    return Isa::kScalar;
+  }();
+  return isa;
 }
 #pragma GCC diagnostic pop
 #endif
@@ -141,8 +207,12 @@ bool has_avx512() {
 template <bool kBiasRelu>
 void to_planar(float* dst, int64_t dst_ld, const float* src, int64_t src_ld, const float* bias, int64_t pixels,
                int64_t channels) {
-#if defined(SQUEEZEAE_HAVE_AVX512_PATH)
-  if (has_avx512()) return to_planar_avx512<kBiasRelu>(dst, dst_ld, src, src_ld, bias, pixels, channels);
+#if defined(SQUEEZEAE_HAVE_SIMD_PATHS)
+  switch (transpose_isa()) {
+    case Isa::kAvx512: return to_planar_avx512<kBiasRelu>(dst, dst_ld, src, src_ld, bias, pixels, channels);
+    case Isa::kAvx2: return to_planar_avx2<kBiasRelu>(dst, dst_ld, src, src_ld, bias, pixels, channels);
+    case Isa::kScalar: break;
+  }
 #endif
   to_planar_scalar<kBiasRelu>(dst, dst_ld, src, src_ld, bias, pixels, channels);
 }
@@ -159,8 +229,12 @@ void pixel_major_to_planar(float* dst, int64_t dst_ld, const float* src, int64_t
 
 void planar_to_pixel_major(float* dst, int64_t dst_ld, const float* src, int64_t src_ld, int64_t pixels,
                            int64_t channels) {
-#if defined(SQUEEZEAE_HAVE_AVX512_PATH)
-  if (has_avx512()) return planar_to_pixel_major_avx512(dst, dst_ld, src, src_ld, pixels, channels);
+#if defined(SQUEEZEAE_HAVE_SIMD_PATHS)
+  switch (transpose_isa()) {
+    case Isa::kAvx512: return planar_to_pixel_major_avx512(dst, dst_ld, src, src_ld, pixels, channels);
+    case Isa::kAvx2: return planar_to_pixel_major_avx2(dst, dst_ld, src, src_ld, pixels, channels);
+    case Isa::kScalar: break;
+  }
 #endif
   planar_to_pixel_major_scalar(dst, dst_ld, src, src_ld, pixels, channels);
 }
