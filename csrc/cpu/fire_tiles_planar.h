@@ -11,13 +11,13 @@ namespace squeezeae {
 namespace cpu {
 
 // Input rows [r0 - 1, r1 + 1) as [C, pixels] (returned with its leading dimension), squeeze + bias + ReLU into
-// buf.spad as [S, (R + 2) * (W + 2)] with a zero border. Returns the first loaded row.
+// buf.spad as [S, padded pixels] with a zero border (TileGrid::padded_width). Returns the first loaded row.
 template <typename acc_t, typename Loader>
 int64_t squeeze_tile_planar(const FireWeights<acc_t>& w, const TileGrid& g, int64_t n, int64_t r0, int64_t r1,
                             TileBuffers<acc_t>& buf, const Loader& load, int64_t* x_ld) {
   const int64_t W = g.width, PW = g.padded_width(), S = w.S;
   const int64_t g0 = std::max<int64_t>(r0 - 1, 0), g1 = std::min<int64_t>(r1 + 1, g.height);
-  const int64_t pixels = (g1 - g0) * W, padded_rows = (r1 - r0) + 2, padded_pixels = padded_rows * PW;
+  const int64_t pixels = (g1 - g0) * W, padded_rows = (r1 - r0) + 2, padded_pixels = g.padded_pixels(r1 - r0);
   buf.x_rows = load(n, g0, g1, buf.x, x_ld);
   acc_t* sq = buf.squeeze_acc;
   gemm<acc_t>(S, pixels, w.C, w.p(w.squeeze), w.C, buf.x_rows, *x_ld, sq, pixels, false);
@@ -31,10 +31,11 @@ int64_t squeeze_tile_planar(const FireWeights<acc_t>& w, const TileGrid& g, int6
         std::fill(row, row + PW, acc_t(0));
         continue;
       }
-      row[0] = row[PW - 1] = acc_t(0);
+      row[0] = acc_t(0);
       const acc_t* src = sq + s * pixels + (gr - g0) * W;
       for (int64_t j = 0; j < W; ++j) row[1 + j] = std::max(src[j] + bias[s], acc_t(0));
     }
+    plane[padded_rows * PW] = acc_t(0);  // the last row's right border
   }
   return g0;
 }
@@ -46,7 +47,7 @@ void fire_forward_tile_planar(const FireWeights<acc_t>& w, const TileGrid& g, in
   int64_t x_ld = 0;
   squeeze_tile_planar(w, g, n, r0, r1, buf, load, &x_ld);
   const int64_t W = g.width, PW = g.padded_width(), S = w.S, R = r1 - r0, dense = R * W;
-  const int64_t padded_pixels = (R + 2) * PW;
+  const int64_t padded_pixels = g.padded_pixels(R);
   const acc_t* spad = buf.spad;
   acc_t* out = buf.out;
   // im2col over the tile's own pixels, [(tap, s), dense]: each row the shifted rows of a squeeze plane (only
@@ -72,7 +73,7 @@ void fire_backward_tile_planar(const FireWeights<acc_t>& w, const TileGrid& g, i
   int64_t x_ld = 0;
   const int64_t g0 = squeeze_tile_planar(w, g, n, r0, r1, buf, load, &x_ld);
   const int64_t W = g.width, PW = g.padded_width(), C = w.C, S = w.S, E1 = w.E1, E3 = w.E3, E = w.E();
-  const int64_t R = r1 - r0, padded_pixels = (R + 2) * PW, flat = g.flat_pixels(R), dense = R * W;
+  const int64_t R = r1 - r0, padded_pixels = g.padded_pixels(R), flat = g.flat_pixels(R), dense = R * W;
   const int64_t centre = PW + 1;
   const acc_t* spad = buf.spad;
 
