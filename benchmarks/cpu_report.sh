@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The CPU results: squeezeae bench for every op (squeezenet1_1 shapes, 224 input, float32) at batch 1 and 8,
 # NCHW and channels_last, forward and (batch 8) forward+backward, plus the whole squeezenet1_1 before/after
-# convert(), writing JSON + markdown per run into OUT_DIR (default benchmarks/results), named by CPU.
+# convert(), writing JSON + markdown per run into OUT_DIR (default benchmarks/results), named by CPU and SIMD level.
 #
 #   bash benchmarks/cpu_report.sh [OUT_DIR]
 #
@@ -17,7 +17,9 @@ MAX_LOAD=${MAX_LOAD:-1.5}
 WAIT_S=${WAIT_S:-600}
 PY=${PYTHON:-python}
 mkdir -p "$OUT"
-cpu=$($PY -c "from squeezeae_ext.bench import cpu_model, short_name; print(short_name(cpu_model()))")
+# named by CPU model and SIMD level (one model name can come with or without AVX-512)
+cpu=$($PY -c "import torch; from squeezeae_ext.bench import cpu_model, cpu_capability, short_name
+print(short_name(cpu_model()) + '-' + cpu_capability(torch))")
 FAILED=0
 
 WAITED=0

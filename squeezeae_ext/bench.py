@@ -447,6 +447,15 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_capability(torch) -> str:
+    """The SIMD level ATen's CPU kernels dispatch to here ('avx512', 'avx2', 'default', ...): results from
+    machines of one model name but different levels are not comparable."""
+    try:
+        return str(torch.backends.cpu.get_cpu_capability()).lower()
+    except (AttributeError, RuntimeError):
+        return "unknown"
+
+
 def short_name(text: str) -> str:
     """A file-name-friendly device name: 'NVIDIA H100 80GB HBM3' -> 'h100-80gb-hbm3'."""
     text = re.sub(r"\b(nvidia|corporation|processor|cpu|\(r\)|\(tm\))", "", text.lower())
@@ -485,6 +494,7 @@ def environment(torch, device: str) -> dict:
         "torch_cuda": torch.version.cuda,
         "platform": platform.platform(),
         "cpu_model": cpu_model(),
+        "cpu_capability": cpu_capability(torch),
         "cpu_count": os.cpu_count(),
         "threads": torch.get_num_threads(),
         "interop_threads": torch.get_num_interop_threads(),
@@ -861,7 +871,8 @@ def environment_lines(results: dict) -> List[str]:
     bw = results.get("copy_bandwidth") or {}
     return [
         f"- date: {env['date']}, git revision: {env['git_revision']}",
-        f"- device: {cfg['device']} ({env['device_name']}); CPU: {env['cpu_model']}, {env['cpu_count']} cores, "
+        f"- device: {cfg['device']} ({env['device_name']}); CPU: {env['cpu_model']} "
+        f"({env.get('cpu_capability', 'unknown')}), {env['cpu_count']} cores, "
         f"{env['threads']} torch threads, load average at start {env.get('load_average')}",
         f"- torch {env['torch']} (CUDA {env['torch_cuda']}), Python {env['python']}, "
         f"squeezeae_ext {env['squeezeae_ext']}",
