@@ -239,6 +239,17 @@ void planar_to_pixel_major(float* dst, int64_t dst_ld, const float* src, int64_t
   planar_to_pixel_major_scalar(dst, dst_ld, src, src_ld, pixels, channels);
 }
 
+int transpose_simd_width() {
+#if defined(SQUEEZEAE_HAVE_SIMD_PATHS)
+  switch (transpose_isa()) {
+    case Isa::kAvx512: return 16;
+    case Isa::kAvx2: return 8;
+    case Isa::kScalar: break;
+  }
+#endif
+  return 1;
+}
+
 SQUEEZEAE_CLONES
 int check_pool_indices(const int64_t* idx, int64_t rows, int64_t row_step, int64_t top, int64_t top_step,
                        int64_t count, int64_t step, int64_t kernel_h, int64_t out_h, int64_t out_w) {

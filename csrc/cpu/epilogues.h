@@ -17,7 +17,7 @@ void relu_mask_rows(float* dst, int64_t dst_pitch, const float* grad, int64_t gr
                     int64_t out_pitch, int64_t rows, int64_t cols);
 
 // Transposing copies between pixel-major [pixels, channels] tiles and planar [channels, pixels] tensors, in
-// 16 x 16 blocks (AVX-512 shuffles where the CPU has them):
+// 16 x 16 blocks of AVX-512 registers or 8 x 8 of AVX2 ones where the CPU has them:
 //   bias_relu_to_planar: dst[c * dst_ld + p] = max(src[p * src_ld + c] + bias[c], 0)
 //   pixel_major_to_planar: dst[c * dst_ld + p] = src[p * src_ld + c]
 //   planar_to_pixel_major: dst[p * dst_ld + c] = src[c * src_ld + p]
@@ -28,6 +28,10 @@ void pixel_major_to_planar(float* dst, int64_t dst_ld, const float* src, int64_t
                            int64_t channels);
 void planar_to_pixel_major(float* dst, int64_t dst_ld, const float* src, int64_t src_ld, int64_t pixels,
                            int64_t channels);
+
+// 16, 8 or 1: the floats per register of the transposes above on this CPU (AVX-512, AVX2, scalar; capped by
+// SQUEEZEAE_CPU_ISA=avx2 or =scalar).
+int transpose_simd_width();
 
 // Checks pooling indices idx[r * row_step + i * step] (r < rows, i < count) of an out_h x out_w plane, row r's
 // pooling windows spanning plane rows [top + r * top_step, + kernel_h). Returns bit 0 set if some index is

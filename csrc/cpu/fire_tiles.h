@@ -69,12 +69,13 @@ inline bool use_planar_tiles(const at::Tensor& x) {
   return x.suggest_memory_format() != at::MemoryFormat::ChannelsLast;
 }
 
-// The forward (fire and unpool_fire) also runs small NCHW images (up to 400 output pixels) through the
-// pixel-major tiles: there a tile is a whole image, the loader's and the store's transposes stay in cache, and
-// the 13x13 SqueezeNet layers ran 5-10% faster than with the planar tiles; from 27x27 up the planar tiles won
-// by 15-40% (batch 8, bench).
+// The forward (fire and unpool_fire) also runs NCHW images through the pixel-major tiles where that measured
+// faster (bench, batch 1 and 8): with AVX-512 transposes, images of up to 400 output pixels (the 13x13
+// SqueezeNet layers, 5-10% faster; from 27x27 up the planar tiles won by 15-40%); with AVX2 transposes, every
+// size (a Zen 3: 27x27 layers 0.9-1.0x of eager planar, 1.1-1.4x pixel-major; 55x55 equal or better).
 inline bool use_planar_forward_tiles(const at::Tensor& x, int64_t output_pixels) {
-  return use_planar_tiles(x) && output_pixels > 400;
+  if (!use_planar_tiles(x) || (x.scalar_type() == at::kFloat && transpose_simd_width() == 8)) return false;
+  return output_pixels > 400;
 }
 
 // Fire's backward runs float32 NCHW through the pixel-major tiles too: with the AVX-512 transposes in its
