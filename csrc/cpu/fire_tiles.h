@@ -39,7 +39,7 @@ namespace squeezeae {
 namespace cpu {
 
 // dst[c * ld_dst + r] = src[r * ld_src + c] for a rows x cols block, in 16 x 16 sub-blocks so both sides
-// are walked a cache line at a time (float: the AVX-512 transposes of epilogues.h).
+// are walked a cache line at a time (float: the AVX-512 or AVX2 transposes of epilogues.h).
 template <typename T>
 inline void transpose(const T* src, int64_t rows, int64_t cols, int64_t ld_src, T* dst, int64_t ld_dst) {
   if constexpr (std::is_same_v<T, float>) {
