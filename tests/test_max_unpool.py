@@ -1,4 +1,8 @@
 """squeezeae::max_unpool2d: F.max_unpool2d semantics, the duplicate-index rule, gradients, layouts."""
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -72,6 +76,65 @@ def test_large_output_and_uneven_channel_blocks(memory, dtype):
     assert torch.equal(out, flat.view(N, C, H, W))
     if memory == "channels_last":
         assert out.is_contiguous(memory_format=torch.channels_last)
+
+
+def latest_wins_fast(values, indices, out_h, out_w):
+    """latest_wins without the Python loop: per plane, the position of the last element naming each slot."""
+    N, C = values.shape[:2]
+    i = indices.reshape(N, C, -1)
+    order = torch.arange(i.shape[-1]).expand_as(i)
+    last = torch.zeros(N, C, out_h * out_w, dtype=torch.long).scatter_reduce_(2, i, order, "amax", include_self=False)
+    hit = torch.zeros(N, C, out_h * out_w, dtype=torch.bool).scatter_(2, i, True)
+    out = values.reshape(N, C, -1).gather(2, last) * hit
+    return out.view(N, C, out_h, out_w)
+
+
+def check_channels_last_pixel_ranges():
+    """channels_last with fewer images than threads splits each image's output pixels between the threads and
+    has every thread scan all of the image's input (SIMD compares and scatters for float32): same rule."""
+    torch.manual_seed(0)
+    before = torch.get_num_threads()
+    try:
+        for threads in (2, 3):
+            torch.set_num_threads(threads)
+            for N, C, H, W in ((1, 5, 12, 11), (1, 37, 9, 14), (2, 64, 13, 13), (1, 19, 1, 40)):
+                for dtype in (torch.float32, torch.float64):
+                    x = torch.randn(N, C, (H + 1) // 2, (W + 1) // 2, dtype=dtype)
+                    x = x.contiguous(memory_format=torch.channels_last)
+                    for kind in ("pooled", "random"):
+                        if kind == "pooled":
+                            big = torch.randn(N, C, H, W, dtype=dtype).contiguous(memory_format=torch.channels_last)
+                            x, indices = F.max_pool2d(big, 3, 2, padding=1, return_indices=True)
+                        else:  # anywhere in the plane, heavily duplicated
+                            indices = torch.randint(0, H * W, x.shape).contiguous(memory_format=torch.channels_last)
+                        out = sx.functional.max_unpool2d(x, indices, 2, output_size=(H, W))
+                        assert out.is_contiguous(memory_format=torch.channels_last) or C == 1
+                        assert torch.equal(out, latest_wins_fast(x, indices, H, W)), (threads, N, C, H, W, dtype, kind)
+            x = torch.randn(1, 37, 5, 5).contiguous(memory_format=torch.channels_last)
+            for c in (3, 20, 36):  # a bad index in a SIMD group and in the tail: named, whatever the thread count
+                indices = torch.randint(0, 100, x.shape).contiguous(memory_format=torch.channels_last)
+                indices[0, c, 4, 2] = 100
+                with pytest.raises(RuntimeError, match=r"Found an invalid max index: 100 \(output volumes are of size 10x10\)"):
+                    sx.functional.max_unpool2d(x, indices, 2)
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("isa", [None, "avx2", "scalar"])
+def test_channels_last_pixel_ranges(isa):
+    """check_channels_last_pixel_ranges on this CPU's widest path in process, and under SQUEEZEAE_CPU_ISA=avx2
+    or =scalar in a fresh process."""
+    if isa is None:
+        check_channels_last_pixel_ranges()
+        return
+    code = ("import sys; sys.path.insert(0, sys.argv[1])\n"
+            "import test_max_unpool\n"
+            "test_max_unpool.check_channels_last_pixel_ranges()\n"
+            "print('ok')\n")
+    env = dict(os.environ, SQUEEZEAE_CPU_ISA=isa)
+    done = subprocess.run([sys.executable, "-c", code, os.path.dirname(__file__)], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
 
 
 def test_default_output_size_and_unbatched(device):

@@ -33,6 +33,13 @@ void planar_to_pixel_major(float* dst, int64_t dst_ld, const float* src, int64_t
 // SQUEEZEAE_CPU_ISA=avx2 or =scalar).
 int transpose_simd_width();
 
+// The max-unpool scatter of one pixel's channels into a channels_last range of output pixels [lo, hi):
+// dst[(idx[i] - lo) * pixel_stride + i] = src[i] for every i < count with lo <= idx[i] < hi (dst points at
+// pixel lo; channel i of a pixel is element i). Returns true if some idx[i] lies outside [0, plane), which the
+// caller reports (the in-range elements are written either way).
+bool scatter_channels_in_range(float* dst, int64_t pixel_stride, const int64_t* idx, const float* src, int64_t count,
+                               int64_t lo, int64_t hi, int64_t plane);
+
 // Checks pooling indices idx[r * row_step + i * step] (r < rows, i < count) of an out_h x out_w plane, row r's
 // pooling windows spanning plane rows [top + r * top_step, + kernel_h). Returns bit 0 set if some index is
 // outside [0, out_h * out_w), bit 1 set if some index lies outside its window's rows.
