@@ -59,14 +59,15 @@ def test_forward_backward_matches_reference(device, shape, memory, dtype):
         assert out.is_contiguous()
 
 
-@pytest.mark.parametrize("weight_memory", ["channels_last", "strided"])
+@pytest.mark.parametrize("dims", [(12, 5, 7, 9), (24, 20, 16, 70)])  # the second: SIMD blocks and their edges
+@pytest.mark.parametrize("weight_memory", ["nchw", "channels_last", "strided"])
 @pytest.mark.parametrize("memory", ["nchw", "channels_last"])
-def test_weights_in_any_layout(device, weight_memory, memory):
+def test_weights_in_any_layout(device, weight_memory, memory, dims):
     """Weights of a model moved to channels_last (or any strided views) are read in place, not assumed packed."""
-    C, S, E1, E3 = 12, 5, 7, 9
+    C, S, E1, E3 = dims
     x = layout(torch.randn(2, C, 6, 5, device=device), memory)
     weights = [w if w.dim() == 1 else layout(w, weight_memory) for w in fire_weights(C, S, E1, E3, device=device)]
-    assert not weights[4].is_contiguous()
+    assert weights[4].is_contiguous() == (weight_memory == "nchw")
     for w in weights:
         w.requires_grad_()
     grad = torch.randn(2, E1 + E3, 6, 5, device=device)

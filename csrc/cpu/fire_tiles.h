@@ -25,6 +25,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <optional>
 #include <type_traits>
@@ -131,6 +132,37 @@ at::Tensor pack_taps(const at::Tensor& e3) {  // any strides: channels_last weig
   at::Tensor out = at::empty({E3 * K}, e3.options());
   const T* __restrict__ src = e3.const_data_ptr<T>();
   T* __restrict__ dst = out.mutable_data_ptr<T>();
+  if constexpr (kLayout == TapLayout::kTapInOut && std::is_same_v<T, float>) {
+    // float32 channels_last or contiguous weights: the SIMD transposes of epilogues.h, in (tap or all taps,
+    // block of 64 output channels) work items. The scalar blocked transpose below ran ~15% of a batch-1 13x13
+    // Fire on a Xeon (the 590 KB of fire8's 3x3 weights, every call).
+    constexpr int64_t kEBlock = 64;
+    const int64_t e_blocks = (E3 + kEBlock - 1) / kEBlock;
+    if (ss == 1) {  // channels_last: tap t's [E3, S] slice has rows se apart, unit stride along s
+      at::parallel_for(0, 9 * e_blocks, 1, [&](int64_t begin, int64_t end) {
+        for (int64_t item = begin; item < end; ++item) {
+          const int64_t tap = item / e_blocks, e0 = (item % e_blocks) * kEBlock;
+          planar_to_pixel_major(dst + tap * S * E3 + e0, E3, src + tap_offset[tap] + e0 * se, se, S,
+                                std::min(kEBlock, E3 - e0));
+        }
+      });
+      return out;
+    }
+    if (ss == 9 && e3.stride(2) == 3 && e3.stride(3) == 1) {  // contiguous: rows of 9 * S in (s, tap) order
+      at::Tensor by_s = at::empty({K * E3}, e3.options());  // [(s, tap), E3]
+      float* tmp = by_s.mutable_data_ptr<float>();
+      at::parallel_for(0, e_blocks, 1, [&](int64_t begin, int64_t end) {
+        for (int64_t e0 = begin * kEBlock; e0 < std::min(E3, end * kEBlock); e0 += kEBlock)
+          planar_to_pixel_major(tmp + e0, E3, src + e0 * se, se, K, std::min(kEBlock, E3 - e0));
+      });
+      at::parallel_for(0, S, 16, [&](int64_t s0, int64_t s1) {  // rows (s, tap) -> (tap, s)
+        for (int64_t s = s0; s < s1; ++s)
+          for (int64_t tap = 0; tap < 9; ++tap)
+            std::memcpy(dst + (tap * S + s) * E3, tmp + (s * 9 + tap) * E3, sizeof(float) * E3);
+      });
+      return out;
+    }
+  }
   if constexpr (kLayout == TapLayout::kTapInOut) {
     // a blocked transpose: 16 output channels at once, 64-byte writes
     constexpr int64_t kBlock = 16;
@@ -227,7 +259,7 @@ struct TileGrid {
 
 // About `target_pixels` output pixels per tile: ~192 keeps a forward tile's buffers in L2 for every SqueezeNet
 // Fire, and the backward (more buffers, but a halo and weight-gradient accumulators to amortise) measured best
-// near 384. More, smaller bands when that would leave threads idle (batch 1 on the 13x13 layers), and in the
+// near 384. More, smaller bands when that would leave a thread idle (batch 1 on the 13x13 layers), and in the
 // forward a tile count that the threads share evenly where that costs at most a few more bands.
 // The backward passes a fixed `min_tiles` instead of deriving it from the thread count: its tiling decides
 // how weight gradients are summed, and that must not change with the number of threads.
@@ -241,7 +273,10 @@ inline TileGrid make_tile_grid(int64_t batch, int64_t height, int64_t width, int
                                                   std::max<int64_t>(height, 1));
   int64_t bands = (height + target_rows - 1) / target_rows;
   const bool balance = min_tiles <= 0;
-  if (balance) min_tiles = 2 * at::get_num_threads();
+  // one tile per thread at least: at batch 1 on the 13x13 layers two bands (one per thread) ran 4-12% faster
+  // than four on a 2-core Xeon (less squeeze recomputed for the halos, taller GEMMs; the same imbalance, 7 vs 6
+  // rows either way)
+  if (balance) min_tiles = at::get_num_threads();
   while (bands < height && batch * bands < min_tiles) ++bands;
   if (balance) {
     const int64_t threads = at::get_num_threads();
