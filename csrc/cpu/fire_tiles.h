@@ -429,8 +429,13 @@ void fire_backward_tile(const FireWeights<acc_t>& w, const TileGrid& g, int64_t 
   // Masked output gradient with a zero border and a one-row halo (the 3x3 data-gradient reads it).
   acc_t* grad = buf.grad;
   const int64_t gg0 = std::max<int64_t>(r0 - 1, 0), gg1 = std::min<int64_t>(r1 + 1, g.height);
-  std::fill(grad, grad + padded_pixels * E, acc_t(0));
-  load_grad(n, gg0, gg1, grad + (gg0 - (r0 - 1)) * PW * E, PW, E);
+  // zeros where the loader writes nothing: the padded rows outside the image, each loaded row's border pixel
+  // and the trailing pixel (zeroing the whole buffer first ran ~2.5% of a backward)
+  const int64_t first = gg0 - (r0 - 1), last = gg1 - (r0 - 1);  // loaded padded rows [first, last)
+  std::fill(grad, grad + first * PW * E, acc_t(0));
+  for (int64_t lr = first; lr < last; ++lr) std::fill_n(grad + lr * PW * E, E, acc_t(0));
+  std::fill(grad + last * PW * E, grad + padded_pixels * E, acc_t(0));
+  load_grad(n, gg0, gg1, grad + first * PW * E, PW, E);
   acc_t* __restrict__ expand_bias = parts.expand_bias;
   for (int64_t i = 0; i < R; ++i) {
     const acc_t* __restrict__ row = grad + ((i + 1) * PW + 1) * E;
