@@ -71,11 +71,20 @@ inline bool use_planar_tiles(const at::Tensor& x) {
 }
 
 // The forward (fire and unpool_fire) also runs NCHW images through the pixel-major tiles where that measured
-// faster (bench, batch 1 and 8): with AVX-512 transposes, images of up to 400 output pixels (the 13x13
-// SqueezeNet layers, 5-10% faster; from 27x27 up the planar tiles won by 15-40%); with AVX2 transposes, every
-// size (a Zen 3: 27x27 layers 0.9-1.0x of eager planar, 1.1-1.4x pixel-major; 55x55 equal or better).
+// faster (bench, batch 1 and 8): with AVX-512 transposes, images of up to 400 output pixels on an AMD EPYC (the
+// 13x13 SqueezeNet layers, 5-10% faster; from 27x27 up the planar tiles won by 15-40%) and up to 1000 on an
+// Intel Xeon (27x27 at batch 8 1.1-1.5x faster pixel-major, at batch 1 and 2 within +-6%; 55x55 at batch 8 up
+// to 1.35x faster planar); with AVX2 transposes, every size (a Zen 3: 27x27 layers 0.9-1.0x of eager planar,
+// 1.1-1.4x pixel-major; 55x55 equal or better).
 inline bool use_planar_forward_tiles(const at::Tensor& x, int64_t output_pixels) {
   if (!use_planar_tiles(x) || (x.scalar_type() == at::kFloat && transpose_simd_width() == 8)) return false;
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+  static const bool intel = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_is("intel") != 0;
+  }();
+  if (intel) return output_pixels > 1000;
+#endif
   return output_pixels > 400;
 }
 
