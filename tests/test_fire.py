@@ -222,3 +222,21 @@ def test_fallback_paths_match(env):
     env = dict(os.environ, **env)
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+
+
+def test_unknown_cpu_isa_is_reported():
+    """A mistyped SQUEEZEAE_CPU_ISA is named in a warning; the kernels still run (on the scalar paths), correctly."""
+    code = (
+        "import torch, squeezeae_ext as sx\n"
+        "from squeezeae_ext import reference\n"
+        "x = torch.randn(2, 8, 5, 5)\n"
+        "w = [torch.randn(4, 8, 1, 1), torch.randn(4), torch.randn(6, 4, 1, 1), torch.randn(6),"
+        " torch.randn(6, 4, 3, 3), torch.randn(6)]\n"
+        "torch.testing.assert_close(sx.functional.fire(x, *w), reference.fire(x, *w), rtol=1e-5, atol=1e-5)\n"
+        "print('ok')\n"
+    )
+    env = dict(os.environ, SQUEEZEAE_CPU_ISA="avx3")
+    done = subprocess.run([sys.executable, "-W", "always", "-c", code], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr
+    assert "SQUEEZEAE_CPU_ISA=avx3 is not one of avx512, avx2, scalar" in done.stderr + done.stdout

@@ -4,6 +4,8 @@
 #include <cstdlib>
 #include <cstring>
 
+#include <c10/util/Exception.h>
+
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
 #define SQUEEZEAE_HAVE_SIMD_PATHS 1
@@ -187,12 +189,14 @@ __attribute__((target("avx2"))) void planar_to_pixel_major_avx2(float* dst, int6
 enum class Isa { kScalar, kAvx2, kAvx512 };
 
 // The widest transposes this CPU runs; SQUEEZEAE_CPU_ISA=avx2 or =scalar caps them (to test the narrower paths
-// on a wider machine).
+// on a wider machine). Any other value is reported once and caps them at scalar (slow, never wrong).
 Isa transpose_isa() {
   static const Isa isa = [] {
     const char* cap = std::getenv("SQUEEZEAE_CPU_ISA");
     const bool allow512 = cap == nullptr || std::strcmp(cap, "avx512") == 0;
     const bool allow2 = allow512 || std::strcmp(cap, "avx2") == 0;
+    if (cap != nullptr && !allow2 && std::strcmp(cap, "scalar") != 0)
+      TORCH_WARN("SQUEEZEAE_CPU_ISA=", cap, " is not one of avx512, avx2, scalar: running the scalar CPU paths");
     if (allow512 && __builtin_cpu_supports("avx512f")) return Isa::kAvx512;
     if (allow2 && __builtin_cpu_supports("avx2")) return Isa::kAvx2;
     return Isa::kScalar;
