@@ -137,6 +137,47 @@ def test_channels_last_pixel_ranges(isa):
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
 
 
+def check_backward_gathers():
+    """The backward gathers grad_output at the indices: SIMD runs over a plane's pixels (NCHW) or a pixel's
+    channels (channels_last) for float32, element loops otherwise; every layout, channel counts with and without
+    a SIMD tail, batch below and above the thread count; a bad index is named."""
+    torch.manual_seed(0)
+    for N, C, H, W in ((1, 37, 9, 14), (3, 16, 12, 11), (2, 5, 3, 2)):
+        for dtype in (torch.float32, torch.float64, torch.bfloat16):
+            for memory in ("nchw", "channels_last", "strided"):
+                pooled, indices = pooled_input(N, C, H, W, 3, 2, 1, dtype=dtype, ceil_mode=False)
+                indices = layout(indices, memory)
+                for grad_memory in ("nchw", "channels_last", "strided"):
+                    grad = layout(torch.randn(N, C, H, W, dtype=dtype), grad_memory)
+                    got = torch.ops.squeezeae.max_unpool2d_backward(grad, indices)
+                    want = grad.reshape(N, C, -1).gather(2, indices.reshape(N, C, -1)).view(indices.shape)
+                    assert got.shape == indices.shape and got.dtype == dtype
+                    assert torch.equal(got, want), (N, C, H, W, dtype, memory, grad_memory)
+    grad = torch.randn(1, 37, 10, 10)
+    for memory in ("nchw", "channels_last"):
+        for c in (3, 20, 36):  # in a SIMD group and in the tail
+            indices = layout(torch.randint(0, 100, (1, 37, 5, 5)), memory)
+            indices[0, c, 4, 2] = 100
+            with pytest.raises(RuntimeError, match=r"Found an invalid max index: 100 \(output volumes are of size 10x10\)"):
+                torch.ops.squeezeae.max_unpool2d_backward(layout(grad, memory), indices)
+
+
+@pytest.mark.parametrize("isa", [None, "avx2", "scalar"])
+def test_backward_gathers(isa):
+    """check_backward_gathers on this CPU's widest path in process, and capped at AVX2 or scalar in a fresh one."""
+    if isa is None:
+        check_backward_gathers()
+        return
+    code = ("import sys; sys.path.insert(0, sys.argv[1])\n"
+            "import test_max_unpool\n"
+            "test_max_unpool.check_backward_gathers()\n"
+            "print('ok')\n")
+    env = dict(os.environ, SQUEEZEAE_CPU_ISA=isa)
+    done = subprocess.run([sys.executable, "-c", code, os.path.dirname(__file__)], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+
+
 def test_default_output_size_and_unbatched(device):
     pooled, indices = pooled_input(2, 3, 8, 6, 2, 2, device=device, ceil_mode=False)
     out = sx.functional.max_unpool2d(pooled, indices, 2)

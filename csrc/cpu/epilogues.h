@@ -40,6 +40,12 @@ int transpose_simd_width();
 bool scatter_channels_in_range(float* dst, int64_t pixel_stride, const int64_t* idx, const float* src, int64_t count,
                                int64_t lo, int64_t hi, int64_t plane);
 
+// The max-unpool backward's gather: dst[i] = src[idx[i] * pos_stride + i * lane_stride] for i < count (one
+// plane's pixels with lane_stride 0, or one pixel's channels with lane_stride 1). Returns true if some idx[i]
+// lies outside [0, plane) (that element is not read; the caller reports it).
+bool gather_indexed(float* dst, const int64_t* idx, const float* src, int64_t count, int64_t pos_stride,
+                    int64_t lane_stride, int64_t plane);
+
 // Checks pooling indices idx[r * row_step + i * step] (r < rows, i < count) of an out_h x out_w plane, row r's
 // pooling windows spanning plane rows [top + r * top_step, + kernel_h). Returns bit 0 set if some index is
 // outside [0, out_h * out_w), bit 1 set if some index lies outside its window's rows.

@@ -264,6 +264,41 @@ at::Tensor max_unpool2d_backward_cpu(const at::Tensor& grad_output, const at::Te
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad_output.scalar_type(), "max_unpool2d_backward_cpu", [&] {
     const scalar_t* go_ptr = grad_output.const_data_ptr<scalar_t>();
     scalar_t* gi_ptr = grad_input.mutable_data_ptr<scalar_t>();
+    if (std::is_same_v<scalar_t, float>) {  // (not constexpr: the dispatch lambda is no template)
+      float* gif = reinterpret_cast<float*>(gi_ptr);
+      const float* gof = reinterpret_cast<const float*>(go_ptr);
+      // float32 with a flat grad_output plane: SIMD gathers over runs that are contiguous in the indices and in
+      // grad_input (a fresh tensor in the indices' layout), a plane's pixels (NCHW) or a pixel's channels
+      // (channels_last). A gather has no order to keep, so the work splits however balances best.
+      auto report = [&](const int64_t* idx, int64_t count) {
+        for (int64_t i = 0; i < count; ++i)
+          if (idx[i] < 0 || idx[i] >= plane) throw_invalid_index(idx[i], out_h, out_w);
+      };
+      if (position >= 0 && !channels_inner && idx_s.w == 1 && idx_s.h == W && gi_s.w == 1 && gi_s.h == W) {
+        at::parallel_for(0, N * C, std::max<int64_t>(1, 4096 / std::max<int64_t>(H * W, 1)), [&](int64_t b, int64_t e) {
+          for (int64_t p = b; p < e; ++p) {
+            const int64_t n = p / C, c = p % C;
+            const int64_t* idx = idx_ptr + idx_s.at(n, c, 0, 0);
+            if (cpu::gather_indexed(gif + gi_s.at(n, c, 0, 0), idx, gof + n * go_s.n + c * go_s.c, H * W,
+                                    position, 0, plane))
+              report(idx, H * W);
+          }
+        });
+        return;
+      }
+      if (position >= 0 && channels_inner && idx_s.c == 1 && gi_s.c == 1) {
+        at::parallel_for(0, N * H * W, std::max<int64_t>(1, 4096 / std::max<int64_t>(C, 1)), [&](int64_t b, int64_t e) {
+          for (int64_t p = b; p < e; ++p) {
+            const int64_t n = p / (H * W), h = p / W % H, w = p % W;
+            const int64_t* idx = idx_ptr + idx_s.at(n, 0, h, w);
+            if (cpu::gather_indexed(gif + gi_s.at(n, 0, h, w), idx, gof + n * go_s.n, C, position, go_s.c,
+                                    plane))
+              report(idx, C);
+          }
+        });
+        return;
+      }
+    }
     for_each_plane_ordered(N, C, H, W, channels_inner, [&](int64_t n, int64_t c0, int64_t c1, int64_t h, int64_t w) {
       const int64_t* idx = idx_ptr + idx_s.at(n, 0, h, w);
       scalar_t* gi = gi_ptr + gi_s.at(n, 0, h, w);
