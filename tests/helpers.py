@@ -1,4 +1,8 @@
 """Input builders and the comparison rule shared by the op tests."""
+import os
+import subprocess
+import sys
+
 import torch
 import torch.nn.functional as F
 
@@ -55,3 +59,16 @@ def assert_close_to(out, ref, dtype=None):
 
 def to64(tensors):
     return [None if t is None else t.detach().double().cpu() for t in tensors]
+
+
+def run_check(module, function, isa=None):
+    """Runs the check `function` of test module `module` here (isa None: this CPU's widest SIMD paths), or with
+    SQUEEZEAE_CPU_ISA=isa in a fresh process (the cap is read once per process)."""
+    if isa is None:
+        getattr(sys.modules[module], function)()
+        return
+    code = f"import sys; sys.path.insert(0, sys.argv[1])\nimport {module}\n{module}.{function}()\nprint('ok')\n"
+    env = dict(os.environ, SQUEEZEAE_CPU_ISA=isa)
+    done = subprocess.run([sys.executable, "-c", code, os.path.dirname(os.path.abspath(__file__))], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr

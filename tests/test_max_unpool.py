@@ -1,14 +1,10 @@
 """squeezeae::max_unpool2d: F.max_unpool2d semantics, the duplicate-index rule, gradients, layouts."""
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
 import torch.nn.functional as F
 
 import squeezeae_ext as sx
-from helpers import layout, pooled_input
+from helpers import layout, pooled_input, run_check
 
 
 def latest_wins(values, indices, out_h, out_w):
@@ -122,19 +118,8 @@ def check_channels_last_pixel_ranges():
 
 @pytest.mark.parametrize("isa", [None, "avx2", "scalar"])
 def test_channels_last_pixel_ranges(isa):
-    """check_channels_last_pixel_ranges on this CPU's widest path in process, and under SQUEEZEAE_CPU_ISA=avx2
-    or =scalar in a fresh process."""
-    if isa is None:
-        check_channels_last_pixel_ranges()
-        return
-    code = ("import sys; sys.path.insert(0, sys.argv[1])\n"
-            "import test_max_unpool\n"
-            "test_max_unpool.check_channels_last_pixel_ranges()\n"
-            "print('ok')\n")
-    env = dict(os.environ, SQUEEZEAE_CPU_ISA=isa)
-    done = subprocess.run([sys.executable, "-c", code, os.path.dirname(__file__)], env=env, capture_output=True,
-                          text=True, timeout=120)
-    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+    """check_channels_last_pixel_ranges on this CPU's widest paths, and capped at AVX2 or scalar in a fresh process."""
+    run_check("test_max_unpool", "check_channels_last_pixel_ranges", isa)
 
 
 def check_backward_gathers():
@@ -164,18 +149,8 @@ def check_backward_gathers():
 
 @pytest.mark.parametrize("isa", [None, "avx2", "scalar"])
 def test_backward_gathers(isa):
-    """check_backward_gathers on this CPU's widest path in process, and capped at AVX2 or scalar in a fresh one."""
-    if isa is None:
-        check_backward_gathers()
-        return
-    code = ("import sys; sys.path.insert(0, sys.argv[1])\n"
-            "import test_max_unpool\n"
-            "test_max_unpool.check_backward_gathers()\n"
-            "print('ok')\n")
-    env = dict(os.environ, SQUEEZEAE_CPU_ISA=isa)
-    done = subprocess.run([sys.executable, "-c", code, os.path.dirname(__file__)], env=env, capture_output=True,
-                          text=True, timeout=120)
-    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+    """check_backward_gathers on this CPU's widest paths, and capped at AVX2 or scalar in a fresh process."""
+    run_check("test_max_unpool", "check_backward_gathers", isa)
 
 
 def test_default_output_size_and_unbatched(device):

@@ -4,7 +4,7 @@ import torch
 
 import squeezeae_ext as sx
 from squeezeae_ext import reference
-from helpers import assert_close_to, fire_weights, layout, pooled_input, to64
+from helpers import assert_close_to, fire_weights, layout, pooled_input, run_check, to64
 
 # (N, C, S, E1, E3, H, W, kernel, stride, padding): H, W are the unpooled (output) size.
 CASES = [
@@ -133,3 +133,38 @@ def test_module_equals_unpool_then_fire(device):
     pooled, indices = pooled_input(2, 6, 13, 13, 3, 2, device=device)
     out = fused(pooled, indices, output_size=(13, 13))
     torch.testing.assert_close(out, fire(sx.MaxUnpool2d(3, 2)(pooled, indices, (13, 13))), rtol=1e-5, atol=1e-5)
+
+
+def check_simd_runs():
+    """float32 loads and gathers whole runs (a pooled pixel's channels, or a pooled row of a plane) with SIMD
+    scatters and masked gathers: rows of 8 or more, duplicates inside one run, NCHW images on either side of the
+    planar-tile threshold, several bands per image. Forward and gradients against unpooling + the reference."""
+    torch.manual_seed(0)
+    for N, C, Hp, Wp, H, W in ((1, 19, 13, 13, 27, 27), (2, 16, 16, 17, 33, 35)):
+        for kind in ("pooled", "random"):
+            if kind == "pooled":
+                rows = (torch.arange(Hp) * 2).view(1, 1, Hp, 1) + torch.randint(0, 3, (N, C, Hp, Wp))
+                cols = (torch.arange(Wp) * 2).view(1, 1, 1, Wp) + torch.randint(0, 3, (N, C, Hp, Wp))
+                indices = rows.clamp(max=H - 1) * W + cols.clamp(max=W - 1)
+            else:  # anywhere in the plane, many duplicates within a run
+                indices = torch.randint(0, H * W, (N, C, Hp, Wp))
+            for memory in ("nchw", "channels_last", "strided"):
+                x = layout(torch.randn(N, C, Hp, Wp), memory).requires_grad_()
+                idx = layout(indices, memory)
+                weights = [w.requires_grad_() for w in fire_weights(C, 6, 8, 10)]
+                out = sx.functional.unpool_fire(x, idx, *weights, 3, 2, 0, (H, W))
+                grad = torch.randn_like(out)
+                out.backward(grad)
+                x64 = x.detach().double().requires_grad_()
+                w64 = [w.detach().double().requires_grad_() for w in weights]
+                ref = reference.fire(sx.functional.max_unpool2d(x64, idx, 3, 2, 0, (H, W)), *w64)
+                ref.backward(grad.double())
+                assert_close_to(out, ref)
+                for a, b in zip([x, *weights], [x64, *w64]):
+                    assert_close_to(a.grad, b.grad)
+
+
+@pytest.mark.parametrize("isa", [None, "avx2", "scalar"])
+def test_simd_runs(isa):
+    """check_simd_runs on this CPU's widest paths, and capped at AVX2 or scalar in a fresh process."""
+    run_check("test_unpool_fire", "check_simd_runs", isa)

@@ -256,35 +256,51 @@ int transpose_simd_width() {
 
 namespace {
 
-bool scatter_in_range_scalar(float* dst, int64_t pixel_stride, const int64_t* idx, const float* src, int64_t count,
-                             int64_t lo, int64_t hi, int64_t plane) {
+bool scatter_in_range_scalar(float* dst, int64_t pos_stride, int64_t lane_stride, const int64_t* idx,
+                             const float* src, int64_t count, int64_t lo, int64_t hi, int64_t plane) {
   bool bad = false;
   const uint64_t span = static_cast<uint64_t>(hi - lo);
   for (int64_t i = 0; i < count; ++i) {
     const int64_t index = idx[i];
     bad |= static_cast<uint64_t>(index) >= static_cast<uint64_t>(plane);
     const uint64_t rel = static_cast<uint64_t>(index - lo);
-    if (rel < span) dst[static_cast<int64_t>(rel) * pixel_stride + i] = src[i];
+    if (rel < span) dst[static_cast<int64_t>(rel) * pos_stride + i * lane_stride] = src[i];
   }
   return bad;
+}
+
+bool gather_in_range_scalar(float* dst, const int64_t* idx, const float* src, int64_t count, int64_t pos_stride,
+                            int64_t lane_stride, int64_t lo, int64_t hi) {
+  const uint64_t span = static_cast<uint64_t>(hi - lo);
+  bool outside = false;
+  for (int64_t i = 0; i < count; ++i) {
+    const uint64_t rel = static_cast<uint64_t>(idx[i] - lo);
+    if (rel < span)
+      dst[i] = src[static_cast<int64_t>(rel) * pos_stride + i * lane_stride];
+    else
+      outside = true;
+  }
+  return outside;
 }
 
 #if defined(SQUEEZEAE_HAVE_SIMD_PATHS)
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // as above: inside GCC 12's own intrinsics
-// 8 indices per compare; the elements in range go out in one masked scatter, a group with none costs a
-// load and two compares.
-// Offsets by a 32 x 32 -> 64-bit multiply: the caller keeps plane and pixel_stride below 2^31.
-__attribute__((target("avx512f"))) bool scatter_in_range_avx512(float* dst, int64_t pixel_stride, const int64_t* idx,
-                                                              const float* src, int64_t count, int64_t lo, int64_t hi,
-                                                              int64_t plane) {
+// 8 indices per compare; the elements in range go out in one masked scatter (lanes naming the same address
+// are written in lane order, so the later element wins, as in the scalar loop), a group with none costs a
+// load and two compares. Offsets by a 32 x 32 -> 64-bit multiply: the caller keeps plane and pos_stride
+// below 2^31.
+__attribute__((target("avx512f"))) bool scatter_in_range_avx512(float* dst, int64_t pos_stride, int64_t lane_stride,
+                                                              const int64_t* idx, const float* src, int64_t count,
+                                                              int64_t lo, int64_t hi, int64_t plane) {
   const __m512i vlo = _mm512_set1_epi64(lo), span = _mm512_set1_epi64(hi - lo), vplane = _mm512_set1_epi64(plane);
-  const __m512i stride = _mm512_set1_epi64(pixel_stride);
-  __m512i lane = _mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7);
-  const __m512i eight = _mm512_set1_epi64(8);
+  const __m512i stride = _mm512_set1_epi64(pos_stride);
+  const int64_t ls = lane_stride;
+  __m512i lane = _mm512_setr_epi64(0, ls, 2 * ls, 3 * ls, 4 * ls, 5 * ls, 6 * ls, 7 * ls);
+  const __m512i step = _mm512_set1_epi64(8 * ls);
   __mmask8 bad = 0;
   int64_t i = 0;
-  for (; i + 8 <= count; i += 8, lane = _mm512_add_epi64(lane, eight)) {
+  for (; i + 8 <= count; i += 8, lane = _mm512_add_epi64(lane, step)) {
     const __m512i v = _mm512_loadu_si512(idx + i);
     bad |= _mm512_cmpge_epu64_mask(v, vplane);
     const __m512i rel = _mm512_sub_epi64(v, vlo);
@@ -293,14 +309,41 @@ __attribute__((target("avx512f"))) bool scatter_in_range_avx512(float* dst, int6
     const __m512i offset = _mm512_add_epi64(_mm512_mul_epu32(rel, stride), lane);
     _mm512_mask_i64scatter_ps(dst, in, offset, _mm256_loadu_ps(src + i), 4);
   }
-  return bad != 0 || scatter_in_range_scalar(dst + i, pixel_stride, idx + i, src + i, count - i, lo, hi, plane);
+  const bool tail_bad =
+      scatter_in_range_scalar(dst + i * ls, pos_stride, ls, idx + i, src + i, count - i, lo, hi, plane);
+  return bad != 0 || tail_bad;
+}
+
+// The matching gather: a masked gather and a masked store, so the elements out of range (another tile's) are
+// neither read nor written.
+__attribute__((target("avx512f"))) bool gather_in_range_avx512(float* dst, const int64_t* idx, const float* src,
+                                                             int64_t count, int64_t pos_stride, int64_t lane_stride,
+                                                             int64_t lo, int64_t hi) {
+  const __m512i vlo = _mm512_set1_epi64(lo), span = _mm512_set1_epi64(hi - lo);
+  const __m512i stride = _mm512_set1_epi64(pos_stride);
+  const int64_t ls = lane_stride;
+  __m512i lane = _mm512_setr_epi64(0, ls, 2 * ls, 3 * ls, 4 * ls, 5 * ls, 6 * ls, 7 * ls);
+  const __m512i step = _mm512_set1_epi64(8 * ls);
+  __mmask8 outside = 0;
+  int64_t i = 0;
+  for (; i + 8 <= count; i += 8, lane = _mm512_add_epi64(lane, step)) {
+    const __m512i rel = _mm512_sub_epi64(_mm512_loadu_si512(idx + i), vlo);
+    const __mmask8 in = _mm512_cmplt_epu64_mask(rel, span);
+    outside |= static_cast<__mmask8>(~in);
+    if (in == 0) continue;
+    const __m512i offset = _mm512_add_epi64(_mm512_mul_epu32(rel, stride), lane);
+    const __m256 values = _mm512_mask_i64gather_ps(_mm256_setzero_ps(), in, offset, src, 4);
+    _mm512_mask_storeu_ps(dst + i, static_cast<__mmask16>(in), _mm512_castps256_ps512(values));
+  }
+  const bool tail_outside = gather_in_range_scalar(dst + i, idx + i, src + i * ls, count - i, pos_stride, ls, lo, hi);
+  return outside != 0 || tail_outside;
 }
 
 // 4 indices per compare, a group with none in range skipped; the rest element by element (AVX2 has no
 // scatter).
-__attribute__((target("avx2"))) bool scatter_in_range_avx2(float* dst, int64_t pixel_stride, const int64_t* idx,
-                                                         const float* src, int64_t count, int64_t lo, int64_t hi,
-                                                         int64_t plane) {
+__attribute__((target("avx2"))) bool scatter_in_range_avx2(float* dst, int64_t pos_stride, int64_t lane_stride,
+                                                         const int64_t* idx, const float* src, int64_t count,
+                                                         int64_t lo, int64_t hi, int64_t plane) {
   // indices are < 2^62 in practice but need not be: compare as signed after checking the sign separately
   const __m256i vlo = _mm256_set1_epi64x(lo), vhi = _mm256_set1_epi64x(hi), vplane = _mm256_set1_epi64x(plane);
   const __m256i zero = _mm256_setzero_si256();
@@ -316,87 +359,49 @@ __attribute__((target("avx2"))) bool scatter_in_range_avx2(float* dst, int64_t p
     int mask = _mm256_movemask_pd(_mm256_castsi256_pd(in));
     for (; mask != 0; mask &= mask - 1) {
       const int j = __builtin_ctz(mask);
-      dst[(idx[i + j] - lo) * pixel_stride + i + j] = src[i + j];
+      dst[(idx[i + j] - lo) * pos_stride + (i + j) * lane_stride] = src[i + j];
     }
   }
   const bool any_bad = _mm256_movemask_pd(_mm256_castsi256_pd(bad)) != 0;
-  return scatter_in_range_scalar(dst + i, pixel_stride, idx + i, src + i, count - i, lo, hi, plane) || any_bad;
+  const bool tail_bad = scatter_in_range_scalar(dst + i * lane_stride, pos_stride, lane_stride, idx + i, src + i,
+                                                count - i, lo, hi, plane);
+  return any_bad || tail_bad;
 }
 #pragma GCC diagnostic pop
 #endif
 
+// The AVX-512 offsets are 32 x 32 -> 64-bit products.
+bool small_offsets(int64_t plane, int64_t pos_stride) {
+  return plane < (int64_t(1) << 31) && pos_stride >= 0 && pos_stride < (int64_t(1) << 31);
+}
+
 }  // namespace
 
-bool scatter_channels_in_range(float* dst, int64_t pixel_stride, const int64_t* idx, const float* src, int64_t count,
-                               int64_t lo, int64_t hi, int64_t plane) {
+bool scatter_in_range(float* dst, int64_t pos_stride, int64_t lane_stride, const int64_t* idx, const float* src,
+                      int64_t count, int64_t lo, int64_t hi, int64_t plane) {
 #if defined(SQUEEZEAE_HAVE_SIMD_PATHS)
   switch (transpose_isa()) {
     case Isa::kAvx512:
-      if (plane < (int64_t(1) << 31) && pixel_stride < (int64_t(1) << 31))
-        return scatter_in_range_avx512(dst, pixel_stride, idx, src, count, lo, hi, plane);
+      if (small_offsets(plane, pos_stride) && lane_stride >= 0)
+        return scatter_in_range_avx512(dst, pos_stride, lane_stride, idx, src, count, lo, hi, plane);
       break;
-    case Isa::kAvx2: return scatter_in_range_avx2(dst, pixel_stride, idx, src, count, lo, hi, plane);
+    case Isa::kAvx2: return scatter_in_range_avx2(dst, pos_stride, lane_stride, idx, src, count, lo, hi, plane);
     case Isa::kScalar: break;
   }
 #endif
-  return scatter_in_range_scalar(dst, pixel_stride, idx, src, count, lo, hi, plane);
+  return scatter_in_range_scalar(dst, pos_stride, lane_stride, idx, src, count, lo, hi, plane);
 }
 
-namespace {
-
-bool gather_indexed_scalar(float* dst, const int64_t* idx, const float* src, int64_t count, int64_t pos_stride,
-                           int64_t lane_stride, int64_t plane) {
-  bool bad = false;
-  for (int64_t i = 0; i < count; ++i) {
-    const int64_t index = idx[i];
-    if (static_cast<uint64_t>(index) >= static_cast<uint64_t>(plane)) {
-      bad = true;
-      continue;
-    }
-    dst[i] = src[index * pos_stride + i * lane_stride];
-  }
-  return bad;
-}
-
+bool gather_in_range(float* dst, const int64_t* idx, const float* src, int64_t count, int64_t pos_stride,
+                     int64_t lane_stride, int64_t lo, int64_t hi) {
 #if defined(SQUEEZEAE_HAVE_SIMD_PATHS)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // as above
-// 8 indices at a time into one masked gather (the 32 x 32 -> 64-bit multiply: the caller keeps plane and
-// pos_stride below 2^31).
-__attribute__((target("avx512f"))) bool gather_indexed_avx512(float* dst, const int64_t* idx, const float* src,
-                                                            int64_t count, int64_t pos_stride, int64_t lane_stride,
-                                                            int64_t plane) {
-  const __m512i vplane = _mm512_set1_epi64(plane), stride = _mm512_set1_epi64(pos_stride);
-  const int64_t ls = lane_stride;
-  __m512i lane = _mm512_setr_epi64(0, ls, 2 * ls, 3 * ls, 4 * ls, 5 * ls, 6 * ls, 7 * ls);
-  const __m512i step = _mm512_set1_epi64(8 * lane_stride);
-  __mmask8 bad = 0;
-  int64_t i = 0;
-  for (; i + 8 <= count; i += 8, lane = _mm512_add_epi64(lane, step)) {
-    const __m512i v = _mm512_loadu_si512(idx + i);
-    const __mmask8 ok = _mm512_cmplt_epu64_mask(v, vplane);
-    bad |= static_cast<__mmask8>(~ok);
-    const __m512i offset = _mm512_add_epi64(_mm512_mul_epu32(v, stride), lane);
-    _mm256_storeu_ps(dst + i, _mm512_mask_i64gather_ps(_mm256_setzero_ps(), ok, offset, src, 4));
-  }
-  const bool tail_bad = gather_indexed_scalar(dst + i, idx + i, src + i * lane_stride, count - i, pos_stride,
-                                              lane_stride, plane);
-  return bad != 0 || tail_bad;
-}
-#pragma GCC diagnostic pop
+  // lo and hi lie within a checked plane, so an index in range has a small offset
+  if (transpose_isa() == Isa::kAvx512 && small_offsets(hi, pos_stride) && lane_stride >= 0)
+    return gather_in_range_avx512(dst, idx, src, count, pos_stride, lane_stride, lo, hi);
 #endif
-
-}  // namespace
-
-bool gather_indexed(float* dst, const int64_t* idx, const float* src, int64_t count, int64_t pos_stride,
-                    int64_t lane_stride, int64_t plane) {
-#if defined(SQUEEZEAE_HAVE_SIMD_PATHS)
-  if (transpose_isa() == Isa::kAvx512 && plane < (int64_t(1) << 31) && pos_stride < (int64_t(1) << 31) &&
-      pos_stride >= 0)
-    return gather_indexed_avx512(dst, idx, src, count, pos_stride, lane_stride, plane);
-#endif
-  return gather_indexed_scalar(dst, idx, src, count, pos_stride, lane_stride, plane);
+  return gather_in_range_scalar(dst, idx, src, count, pos_stride, lane_stride, lo, hi);
 }
+
 
 SQUEEZEAE_CLONES
 int check_pool_indices(const int64_t* idx, int64_t rows, int64_t row_step, int64_t top, int64_t top_step,

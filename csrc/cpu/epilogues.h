@@ -33,18 +33,20 @@ void planar_to_pixel_major(float* dst, int64_t dst_ld, const float* src, int64_t
 // SQUEEZEAE_CPU_ISA=avx2 or =scalar).
 int transpose_simd_width();
 
-// The max-unpool scatter of one pixel's channels into a channels_last range of output pixels [lo, hi):
-// dst[(idx[i] - lo) * pixel_stride + i] = src[i] for every i < count with lo <= idx[i] < hi (dst points at
-// pixel lo; channel i of a pixel is element i). Returns true if some idx[i] lies outside [0, plane), which the
-// caller reports (the in-range elements are written either way).
-bool scatter_channels_in_range(float* dst, int64_t pixel_stride, const int64_t* idx, const float* src, int64_t count,
-                               int64_t lo, int64_t hi, int64_t plane);
+// The max-unpool scatter into a range [lo, hi) of a plane's flat pixel indices: for i < count with
+// lo <= idx[i] < hi, dst[(idx[i] - lo) * pos_stride + i * lane_stride] = src[i], in i order (a later i wins
+// an address). A pooled pixel's channels into a channels_last range (pos_stride C, lane_stride 1), or a pooled
+// row of one plane (lane_stride 0). Returns true if some idx[i] lies outside [0, plane), which the caller
+// reports (the in-range elements are written either way).
+bool scatter_in_range(float* dst, int64_t pos_stride, int64_t lane_stride, const int64_t* idx, const float* src,
+                      int64_t count, int64_t lo, int64_t hi, int64_t plane);
 
-// The max-unpool backward's gather: dst[i] = src[idx[i] * pos_stride + i * lane_stride] for i < count (one
-// plane's pixels with lane_stride 0, or one pixel's channels with lane_stride 1). Returns true if some idx[i]
-// lies outside [0, plane) (that element is not read; the caller reports it).
-bool gather_indexed(float* dst, const int64_t* idx, const float* src, int64_t count, int64_t pos_stride,
-                    int64_t lane_stride, int64_t plane);
+// Its gather: dst[i] = src[(idx[i] - lo) * pos_stride + i * lane_stride] for i < count with lo <= idx[i] < hi;
+// the other dst[i] are neither read nor written (another tile's, maybe another thread's). Returns true if some
+// idx[i] lies outside [lo, hi) (with [0, plane), the max-unpool backward's invalid index). [lo, hi) must lie
+// below 2^31 for the SIMD path, else the scalar one runs.
+bool gather_in_range(float* dst, const int64_t* idx, const float* src, int64_t count, int64_t pos_stride,
+                     int64_t lane_stride, int64_t lo, int64_t hi);
 
 // Checks pooling indices idx[r * row_step + i * step] (r < rows, i < count) of an out_h x out_w plane, row r's
 // pooling windows spanning plane rows [top + r * top_step, + kernel_h). Returns bit 0 set if some index is

@@ -164,7 +164,7 @@ void unpool_pixel_range(const T* in, const int64_t* idx, const Strides4& in_s, c
       for (int64_t h = 0; h < H; ++h)
         for (int64_t w = 0; w < W; ++w) {
           const int64_t* ip = idx + idx_s.at(n, 0, h, w);
-          if (cpu::scatter_channels_in_range(dst + lo * C, C, ip, in + in_s.at(n, 0, h, w), C, lo, hi, plane))
+          if (cpu::scatter_in_range(dst + lo * C, C, 1, ip, in + in_s.at(n, 0, h, w), C, lo, hi, plane))
             for (int64_t c = 0; c < C; ++c)
               if (ip[c] < 0 || ip[c] >= plane) throw_invalid_index(ip[c], out_h, out_w);
         }
@@ -279,8 +279,8 @@ at::Tensor max_unpool2d_backward_cpu(const at::Tensor& grad_output, const at::Te
           for (int64_t p = b; p < e; ++p) {
             const int64_t n = p / C, c = p % C;
             const int64_t* idx = idx_ptr + idx_s.at(n, c, 0, 0);
-            if (cpu::gather_indexed(gif + gi_s.at(n, c, 0, 0), idx, gof + n * go_s.n + c * go_s.c, H * W,
-                                    position, 0, plane))
+            if (cpu::gather_in_range(gif + gi_s.at(n, c, 0, 0), idx, gof + n * go_s.n + c * go_s.c, H * W,
+                                     position, 0, 0, plane))
               report(idx, H * W);
           }
         });
@@ -291,8 +291,8 @@ at::Tensor max_unpool2d_backward_cpu(const at::Tensor& grad_output, const at::Te
           for (int64_t p = b; p < e; ++p) {
             const int64_t n = p / (H * W), h = p / W % H, w = p % W;
             const int64_t* idx = idx_ptr + idx_s.at(n, 0, h, w);
-            if (cpu::gather_indexed(gif + gi_s.at(n, 0, h, w), idx, gof + n * go_s.n, C, position, go_s.c,
-                                    plane))
+            if (cpu::gather_in_range(gif + gi_s.at(n, 0, h, w), idx, gof + n * go_s.n, C, position, go_s.c, 0,
+                                     plane))
               report(idx, C);
           }
         });

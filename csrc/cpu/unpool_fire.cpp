@@ -58,6 +58,34 @@ inline void for_each_pooled_in_rows(const PoolGeometry& pool, const int64_t* ind
   }
 }
 
+// The float32 loader and sink walk runs that are contiguous in the indices and in the pooled tensor: a pooled
+// pixel's channels (channels_last) or a pooled row of one plane (NCHW), and hand each to fn(tile + base,
+// pos_stride, lane_stride, indices of the run, offset of the run in the pooled tensor, count, lo, hi), where
+// unpooled flat index q in [lo, hi) of run element i lives at tile[base + (q - lo) * pos_stride + i *
+// lane_stride]. Runs go in each plane's row-major order. Returns false (and calls nothing) for other layouts.
+template <typename Fn>
+inline bool simd_unpool_rows(const PoolGeometry& pool, const int64_t* indices, const Strides4& idx_st,
+                             const Strides4& pooled_st, int64_t n, int64_t C, int64_t r0, int64_t r1, int64_t pixels,
+                             bool planar, const Fn& fn, float* tile) {
+  const auto rows = pool.pooled_rows_for(r0, r1);
+  const int64_t lo = r0 * pool.out_w, hi = r1 * pool.out_w;
+  if (idx_st.c == 1 && pooled_st.c == 1) {  // channels_last
+    const int64_t pos_stride = planar ? 1 : C, lane_stride = planar ? pixels : 1;
+    for (int64_t ph = rows.first; ph < rows.second; ++ph)
+      for (int64_t pw = 0; pw < pool.pooled_w; ++pw)
+        fn(tile, pos_stride, lane_stride, indices + idx_st.at(n, 0, ph, pw), pooled_st.at(n, 0, ph, pw), C, lo, hi);
+    return true;
+  }
+  if (idx_st.w == 1 && pooled_st.w == 1) {  // NCHW rows
+    for (int64_t c = 0; c < C; ++c)
+      for (int64_t ph = rows.first; ph < rows.second; ++ph)
+        fn(tile + (planar ? c * pixels : c), planar ? 1 : C, 0, indices + idx_st.at(n, c, ph, 0),
+           pooled_st.at(n, c, ph, 0), pool.pooled_w, lo, hi);
+    return true;
+  }
+  return false;
+}
+
 template <typename scalar_t, typename acc_t, bool kPlanar>
 struct UnpoolRowLoader {
   const scalar_t* input;
@@ -68,6 +96,16 @@ struct UnpoolRowLoader {
   const acc_t* fill(int64_t n, int64_t g0, int64_t g1, acc_t* dst) const {
     const int64_t pixels = (g1 - g0) * pool.out_w;
     std::fill(dst, dst + pixels * C, acc_t(0));
+    if constexpr (std::is_same_v<scalar_t, float> && std::is_same_v<acc_t, float>) {
+      if (simd_unpool_rows(pool, indices, idx_st, in_st, n, C, g0, g1, pixels, kPlanar,
+          [&](float* tile, int64_t pos_stride, int64_t lane_stride, const int64_t* idx, int64_t offset, int64_t count,
+              int64_t lo, int64_t hi) {
+            // indices were checked against the plane up front (scan_pool_indices)
+            cpu::scatter_in_range(tile, pos_stride, lane_stride, idx, input + offset, count, lo, hi,
+                                  pool.out_h * pool.out_w);
+          }, dst))
+        return dst;
+    }
     for_each_pooled_in_rows(pool, indices, idx_st, n, C, g0, g1, [&](int64_t c, int64_t ph, int64_t pw, int64_t p) {
       dst[tile_offset<kPlanar>(c, p, C, pixels)] = static_cast<acc_t>(input[in_st.at(n, c, ph, pw)]);
     });
@@ -90,6 +128,16 @@ struct UnpoolGradSink {
   acc_t* direct(int64_t, int64_t, int64_t*) const { return nullptr; }  // the gradient is gathered, never direct
   void gather(int64_t n, int64_t r0, int64_t r1, const acc_t* grad_unpooled) const {
     const int64_t pixels = (r1 - r0) * pool.out_w;
+    if constexpr (std::is_same_v<scalar_t, float> && std::is_same_v<acc_t, float>) {
+      // the tile is only read here; simd_unpool_rows hands out a mutable pointer for the loader's sake
+      float* tile = const_cast<float*>(grad_unpooled);
+      if (simd_unpool_rows(pool, indices, idx_st, gi_st, n, C, r0, r1, pixels, kPlanar,
+          [&](float* src, int64_t pos_stride, int64_t lane_stride, const int64_t* idx, int64_t offset, int64_t count,
+              int64_t lo, int64_t hi) {
+            cpu::gather_in_range(grad_input + offset, idx, src, count, pos_stride, lane_stride, lo, hi);
+          }, tile))
+        return;
+    }
     for_each_pooled_in_rows(pool, indices, idx_st, n, C, r0, r1, [&](int64_t c, int64_t ph, int64_t pw, int64_t p) {
       grad_input[gi_st.at(n, c, ph, pw)] = static_cast<scalar_t>(grad_unpooled[tile_offset<kPlanar>(c, p, C, pixels)]);
     });
