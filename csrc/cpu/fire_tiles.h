@@ -355,7 +355,7 @@ struct TileBuffers {
     if (!backward) {
       out = S_::get(S_::kOut, dense * E);
     } else {
-      spad_t = S_::get(S_::kSpadT, g.padded_pixels() * S);
+      spad_t = S_::get(S_::kSpadT, 3 * g.padded_pixels() * S);  // [3][S][padded pixels], see fire_backward_tile
       grad = S_::get(S_::kGrad, g.padded_pixels() * E);
       grad_squeeze = S_::get(S_::kGradSqueeze, flat * S);
       grad_squeeze_dense = S_::get(S_::kGradSqueezeDense, dense * S);
@@ -479,15 +479,25 @@ void fire_backward_tile(const FireWeights<acc_t>& w, const TileGrid& g, int64_t 
   mask_where_not_positive(gs, buf.spad + centre * S, flat * S);
   const acc_t* spad = buf.spad;
 
-  // Expand weight gradients: s^T (transposed once) times the masked gradient, per tap for the 3x3.
-  acc_t* spad_t = buf.spad_t;
+  // Expand weight gradients: s^T times the masked gradient. s^T is built as [3][S][pixels], block kx holding
+  // s^T shifted by kx - 1 pixels, so that the 3x3's three taps of one kernel row are one GEMM with M = 3 * S
+  // (rows (kx, s), the layout of their gradients): 3 GEMMs instead of 9 with M = S.
+  acc_t* spad_t3 = buf.spad_t;
+  acc_t* spad_t = spad_t3 + S * padded_pixels;  // block kx = 1: s^T itself
   transpose(spad, padded_pixels, S, S, spad_t, padded_pixels);
-  gemm<acc_t>(S, E1, flat, spad_t + centre, padded_pixels, grad + centre * E, E, parts.expand1x1, E1, true);
-  for (int64_t tap = 0; tap < 9; ++tap) {
-    const int64_t shift = (tap / 3 - 1) * PW + (tap % 3 - 1);
-    gemm<acc_t>(S, E3, flat, spad_t + centre + shift, padded_pixels, grad + centre * E + E1, E,
-                parts.expand3x3 + tap * S * E3, E3, true);
+  for (int64_t s = 0; s < S; ++s) {
+    const acc_t* row = spad_t + s * padded_pixels;
+    acc_t* left = spad_t3 + s * padded_pixels;            // [q] = row[q - 1]
+    acc_t* right = spad_t3 + (2 * S + s) * padded_pixels;  // [q] = row[q + 1]
+    left[0] = acc_t(0);
+    std::copy_n(row, padded_pixels - 1, left + 1);
+    std::copy_n(row + 1, padded_pixels - 1, right);
+    right[padded_pixels - 1] = acc_t(0);
   }
+  gemm<acc_t>(S, E1, flat, spad_t + centre, padded_pixels, grad + centre * E, E, parts.expand1x1, E1, true);
+  for (int64_t ky = 0; ky < 3; ++ky)
+    gemm<acc_t>(3 * S, E3, flat, spad_t3 + centre + (ky - 1) * PW, padded_pixels, grad + centre * E + E1, E,
+                parts.expand3x3 + 3 * ky * S * E3, E3, true);
 
   // Dense squeeze gradient of the tile's own pixels -> squeeze bias/weight gradients and the input gradient.
   acc_t* gsd = buf.grad_squeeze_dense;
