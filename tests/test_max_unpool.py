@@ -85,6 +85,9 @@ def latest_wins_fast(values, indices, out_h, out_w):
     return out.view(N, C, out_h, out_w)
 
 
+BAD_INDEX_100 = r"Found an invalid max index: 100 \(output volumes are of size 10x10\)"
+
+
 def check_channels_last_pixel_ranges():
     """channels_last with fewer images than threads splits each image's output pixels between the threads and
     has every thread scan all of the image's input (SIMD compares and scatters for float32): same rule."""
@@ -110,7 +113,7 @@ def check_channels_last_pixel_ranges():
             for c in (3, 20, 36):  # a bad index in a SIMD group and in the tail: named, whatever the thread count
                 indices = torch.randint(0, 100, x.shape).contiguous(memory_format=torch.channels_last)
                 indices[0, c, 4, 2] = 100
-                with pytest.raises(RuntimeError, match=r"Found an invalid max index: 100 \(output volumes are of size 10x10\)"):
+                with pytest.raises(RuntimeError, match=BAD_INDEX_100):
                     sx.functional.max_unpool2d(x, indices, 2)
     finally:
         torch.set_num_threads(before)
@@ -143,7 +146,7 @@ def check_backward_gathers():
         for c in (3, 20, 36):  # in a SIMD group and in the tail
             indices = layout(torch.randint(0, 100, (1, 37, 5, 5)), memory)
             indices[0, c, 4, 2] = 100
-            with pytest.raises(RuntimeError, match=r"Found an invalid max index: 100 \(output volumes are of size 10x10\)"):
+            with pytest.raises(RuntimeError, match=BAD_INDEX_100):
                 torch.ops.squeezeae.max_unpool2d_backward(layout(grad, memory), indices)
 
 
