@@ -242,7 +242,7 @@ FireWeights<acc_t> pack_fire_weights(const FireDims& d, const at::Tensor& squeez
   // squeeze recompute: pixel-major x [pixels, C] * [C, S]; planar [S, C] * x [C, pixels]. The input gradient
   // uses the other one.
   if (pixel_major || backward) w.squeeze_t = transposed<acc_t>(sq);
-  if (planar || backward) w.squeeze = sq.contiguous();
+  w.squeeze = sq.contiguous();  // planar tiles, the backward, and the forward of NCHW rows (squeeze_tile)
   if (pixel_major != backward) {  // forward pixel-major, or the planar squeeze gradient
     w.expand1x1_t = transposed<acc_t>(e1);
     w.expand3x3_t = pack_taps<acc_t, TapLayout::kTapInOut>(e3).view({9, w.S, w.E3});
@@ -322,7 +322,7 @@ template <typename acc_t>
 class Scratch {
  public:
   enum Slot { kX, kSqueezeAcc, kSpad, kSpad3, kIm2col, kOut, kSpadT, kGrad, kGradSqueeze, kGradSqueezeDense, kGradX,
-              kGradSqueezeT, kSlots };
+              kGradSqueezeT, kSqueezeT, kSlots };
   static acc_t* get(Slot slot, int64_t count) {
     thread_local Scratch scratch;
     auto& buffer = scratch.buffers_[slot];
@@ -370,11 +370,28 @@ struct TileBuffers {
 // buf.spad with zeros on the border and on rows outside the image. Returns the first loaded row.
 template <typename acc_t, typename Loader>
 int64_t squeeze_tile(const FireWeights<acc_t>& w, const TileGrid& g, int64_t n, int64_t r0, int64_t r1,
-                     TileBuffers<acc_t>& buf, const Loader& load) {
+                     TileBuffers<acc_t>& buf, const Loader& load, bool forward = false) {
   const int64_t W = g.width, PW = g.padded_width(), S = w.S;
   const int64_t g0 = std::max<int64_t>(r0 - 1, 0), g1 = std::min<int64_t>(r1 + 1, g.height);
-  buf.x_rows = load(n, g0, g1, buf.x);
-  gemm<acc_t>((g1 - g0) * W, S, w.C, buf.x_rows, w.C, w.p(w.squeeze_t), S, buf.squeeze_acc, S, false);
+  int64_t planar_ld = 0;
+  const acc_t* planar = forward ? load.planar_rows(n, g0, &planar_ld) : nullptr;
+  if (planar != nullptr) {
+    // The forward of NCHW rows: squeeze^T [S, pixels] = squeeze [S, C] x the input's own planes [C, pixels],
+    // then only that S-plane result is transposed, instead of the input's C planes (the backward needs the
+    // input pixel-major anyway, for the squeeze weight gradient).
+    const int64_t pixels = (g1 - g0) * W;
+    acc_t* squeeze_t = Scratch<acc_t>::get(Scratch<acc_t>::kSqueezeT, S * pixels);
+    gemm<acc_t>(S, pixels, w.C, w.p(w.squeeze), w.C, planar, planar_ld, squeeze_t, pixels, false);
+    if constexpr (std::is_same_v<acc_t, float>) {
+      planar_to_pixel_major(buf.squeeze_acc, S, squeeze_t, pixels, pixels, S);
+    } else {
+      transpose(squeeze_t, S, pixels, pixels, buf.squeeze_acc, S);
+    }
+    buf.x_rows = nullptr;
+  } else {
+    buf.x_rows = load(n, g0, g1, buf.x);
+    gemm<acc_t>((g1 - g0) * W, S, w.C, buf.x_rows, w.C, w.p(w.squeeze_t), S, buf.squeeze_acc, S, false);
+  }
   const acc_t* bias = w.p(w.squeeze_bias);
   const int64_t padded_rows = (r1 - r0) + 2;
   for (int64_t lr = 0; lr < padded_rows; ++lr) {
@@ -403,7 +420,7 @@ int64_t squeeze_tile(const FireWeights<acc_t>& w, const TileGrid& g, int64_t n, 
 template <typename acc_t, typename Loader, typename Store>
 void fire_forward_tile(const FireWeights<acc_t>& w, const TileGrid& g, int64_t n, int64_t r0, int64_t r1,
                        TileBuffers<acc_t>& buf, const Loader& load, const Store& store) {
-  squeeze_tile(w, g, n, r0, r1, buf, load);
+  squeeze_tile(w, g, n, r0, r1, buf, load, /*forward=*/true);
   const int64_t W = g.width, PW = g.padded_width(), S = w.S, E = w.E(), R = r1 - r0, dense = R * W;
   // spad3[lr][j] = spad[lr][j .. j + 2]: each pixel with its left and right neighbours, so the 3x3 is three
   // GEMMs (one per kernel row, K = 3 * S) over the tile's own pixels only. (GEMMs straight over spad, whose
@@ -628,6 +645,16 @@ struct StridedRowLoader {
   const scalar_t* data;
   Strides4 st;
   int64_t C, W;
+  // Rows from g0 on as planes [C, pixels] with leading dimension *ld, read in place: float32 NCHW rows only.
+  const acc_t* planar_rows(int64_t n, int64_t g0, int64_t* ld) const {
+    if constexpr (std::is_same_v<scalar_t, float> && std::is_same_v<acc_t, float>) {
+      if (st.w == 1 && st.h == W) {
+        *ld = st.c;
+        return data + n * st.n + g0 * W;
+      }
+    }
+    return nullptr;
+  }
   const acc_t* operator()(int64_t n, int64_t g0, int64_t g1, acc_t* dst) const {
     const scalar_t* base = data + n * st.n;
     if constexpr (std::is_same_v<scalar_t, acc_t>) {

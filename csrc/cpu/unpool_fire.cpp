@@ -112,6 +112,7 @@ struct UnpoolRowLoader {
     return dst;
   }
   const acc_t* operator()(int64_t n, int64_t g0, int64_t g1, acc_t* dst) const { return fill(n, g0, g1, dst); }
+  const acc_t* planar_rows(int64_t, int64_t, int64_t*) const { return nullptr; }  // the rows exist only unpooled
   const acc_t* operator()(int64_t n, int64_t g0, int64_t g1, acc_t* dst, int64_t* ld) const {
     *ld = (g1 - g0) * pool.out_w;
     return fill(n, g0, g1, dst);
