@@ -127,6 +127,7 @@ struct UnpoolGradSink {
   int64_t C;
   PoolGeometry pool;
   acc_t* direct(int64_t, int64_t, int64_t*) const { return nullptr; }  // the gradient is gathered, never direct
+  acc_t* planar_direct(int64_t, int64_t, int64_t*) const { return nullptr; }
   void gather(int64_t n, int64_t r0, int64_t r1, const acc_t* grad_unpooled) const {
     const int64_t pixels = (r1 - r0) * pool.out_w;
     if constexpr (std::is_same_v<scalar_t, float> && std::is_same_v<acc_t, float>) {
