@@ -188,9 +188,10 @@ __attribute__((target("avx2"))) void planar_to_pixel_major_avx2(float* dst, int6
 
 enum class Isa { kScalar, kAvx2, kAvx512 };
 
-// The widest transposes this CPU runs; SQUEEZEAE_CPU_ISA=avx2 or =scalar caps them (to test the narrower paths
-// on a wider machine). Any other value is reported once and caps them at scalar (slow, never wrong).
-Isa transpose_isa() {
+// The widest SIMD paths (transposes, scatters, gathers) this CPU runs; SQUEEZEAE_CPU_ISA=avx2 or =scalar caps
+// them (to test the narrower paths on a wider machine). Any other value is reported once and caps them at
+// scalar (slow, never wrong).
+Isa simd_isa() {
   static const Isa isa = [] {
     const char* cap = std::getenv("SQUEEZEAE_CPU_ISA");
     const bool allow512 = cap == nullptr || std::strcmp(cap, "avx512") == 0;
@@ -212,7 +213,7 @@ template <bool kBiasRelu>
 void to_planar(float* dst, int64_t dst_ld, const float* src, int64_t src_ld, const float* bias, int64_t pixels,
                int64_t channels) {
 #if defined(SQUEEZEAE_HAVE_SIMD_PATHS)
-  switch (transpose_isa()) {
+  switch (simd_isa()) {
     case Isa::kAvx512: return to_planar_avx512<kBiasRelu>(dst, dst_ld, src, src_ld, bias, pixels, channels);
     case Isa::kAvx2: return to_planar_avx2<kBiasRelu>(dst, dst_ld, src, src_ld, bias, pixels, channels);
     case Isa::kScalar: break;
@@ -234,7 +235,7 @@ void pixel_major_to_planar(float* dst, int64_t dst_ld, const float* src, int64_t
 void planar_to_pixel_major(float* dst, int64_t dst_ld, const float* src, int64_t src_ld, int64_t pixels,
                            int64_t channels) {
 #if defined(SQUEEZEAE_HAVE_SIMD_PATHS)
-  switch (transpose_isa()) {
+  switch (simd_isa()) {
     case Isa::kAvx512: return planar_to_pixel_major_avx512(dst, dst_ld, src, src_ld, pixels, channels);
     case Isa::kAvx2: return planar_to_pixel_major_avx2(dst, dst_ld, src, src_ld, pixels, channels);
     case Isa::kScalar: break;
@@ -245,7 +246,7 @@ void planar_to_pixel_major(float* dst, int64_t dst_ld, const float* src, int64_t
 
 int transpose_simd_width() {
 #if defined(SQUEEZEAE_HAVE_SIMD_PATHS)
-  switch (transpose_isa()) {
+  switch (simd_isa()) {
     case Isa::kAvx512: return 16;
     case Isa::kAvx2: return 8;
     case Isa::kScalar: break;
@@ -286,31 +287,42 @@ bool gather_in_range_scalar(float* dst, const int64_t* idx, const float* src, in
 #if defined(SQUEEZEAE_HAVE_SIMD_PATHS)
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // as above: inside GCC 12's own intrinsics
+// Runs of 8 consecutive elements i of scatter_in_range / gather_in_range: rel = idx - lo is in range where it
+// is below hi - lo (unsigned), and the element sits at rel * pos_stride + i * lane_stride, a 32 x 32 -> 64-bit
+// product (the callers keep plane and pos_stride below 2^31).
+struct Runs8 {
+  __m512i lo, span, stride, lane, step;
+};
+
+__attribute__((target("avx512f"))) inline Runs8 runs8(int64_t lo, int64_t hi, int64_t pos_stride, int64_t ls) {
+  return {_mm512_set1_epi64(lo), _mm512_set1_epi64(hi - lo), _mm512_set1_epi64(pos_stride),
+          _mm512_setr_epi64(0, ls, 2 * ls, 3 * ls, 4 * ls, 5 * ls, 6 * ls, 7 * ls), _mm512_set1_epi64(8 * ls)};
+}
+
+__attribute__((target("avx512f"))) inline __m512i runs8_offsets(const Runs8& r, __m512i rel) {
+  return _mm512_add_epi64(_mm512_mul_epu32(rel, r.stride), r.lane);
+}
+
 // 8 indices per compare; the elements in range go out in one masked scatter (lanes naming the same address
 // are written in lane order, so the later element wins, as in the scalar loop), a group with none costs a
-// load and two compares. Offsets by a 32 x 32 -> 64-bit multiply: the caller keeps plane and pos_stride
-// below 2^31.
+// load and two compares.
 __attribute__((target("avx512f"))) bool scatter_in_range_avx512(float* dst, int64_t pos_stride, int64_t lane_stride,
                                                               const int64_t* idx, const float* src, int64_t count,
                                                               int64_t lo, int64_t hi, int64_t plane) {
-  const __m512i vlo = _mm512_set1_epi64(lo), span = _mm512_set1_epi64(hi - lo), vplane = _mm512_set1_epi64(plane);
-  const __m512i stride = _mm512_set1_epi64(pos_stride);
-  const int64_t ls = lane_stride;
-  __m512i lane = _mm512_setr_epi64(0, ls, 2 * ls, 3 * ls, 4 * ls, 5 * ls, 6 * ls, 7 * ls);
-  const __m512i step = _mm512_set1_epi64(8 * ls);
+  Runs8 r = runs8(lo, hi, pos_stride, lane_stride);
+  const __m512i vplane = _mm512_set1_epi64(plane);
   __mmask8 bad = 0;
   int64_t i = 0;
-  for (; i + 8 <= count; i += 8, lane = _mm512_add_epi64(lane, step)) {
+  for (; i + 8 <= count; i += 8, r.lane = _mm512_add_epi64(r.lane, r.step)) {
     const __m512i v = _mm512_loadu_si512(idx + i);
     bad |= _mm512_cmpge_epu64_mask(v, vplane);
-    const __m512i rel = _mm512_sub_epi64(v, vlo);
-    const __mmask8 in = _mm512_cmplt_epu64_mask(rel, span);
+    const __m512i rel = _mm512_sub_epi64(v, r.lo);
+    const __mmask8 in = _mm512_cmplt_epu64_mask(rel, r.span);
     if (in == 0) continue;
-    const __m512i offset = _mm512_add_epi64(_mm512_mul_epu32(rel, stride), lane);
-    _mm512_mask_i64scatter_ps(dst, in, offset, _mm256_loadu_ps(src + i), 4);
+    _mm512_mask_i64scatter_ps(dst, in, runs8_offsets(r, rel), _mm256_loadu_ps(src + i), 4);
   }
-  const bool tail_bad =
-      scatter_in_range_scalar(dst + i * ls, pos_stride, ls, idx + i, src + i, count - i, lo, hi, plane);
+  const bool tail_bad = scatter_in_range_scalar(dst + i * lane_stride, pos_stride, lane_stride, idx + i, src + i,
+                                                count - i, lo, hi, plane);
   return bad != 0 || tail_bad;
 }
 
@@ -319,23 +331,19 @@ __attribute__((target("avx512f"))) bool scatter_in_range_avx512(float* dst, int6
 __attribute__((target("avx512f"))) bool gather_in_range_avx512(float* dst, const int64_t* idx, const float* src,
                                                              int64_t count, int64_t pos_stride, int64_t lane_stride,
                                                              int64_t lo, int64_t hi) {
-  const __m512i vlo = _mm512_set1_epi64(lo), span = _mm512_set1_epi64(hi - lo);
-  const __m512i stride = _mm512_set1_epi64(pos_stride);
-  const int64_t ls = lane_stride;
-  __m512i lane = _mm512_setr_epi64(0, ls, 2 * ls, 3 * ls, 4 * ls, 5 * ls, 6 * ls, 7 * ls);
-  const __m512i step = _mm512_set1_epi64(8 * ls);
+  Runs8 r = runs8(lo, hi, pos_stride, lane_stride);
   __mmask8 outside = 0;
   int64_t i = 0;
-  for (; i + 8 <= count; i += 8, lane = _mm512_add_epi64(lane, step)) {
-    const __m512i rel = _mm512_sub_epi64(_mm512_loadu_si512(idx + i), vlo);
-    const __mmask8 in = _mm512_cmplt_epu64_mask(rel, span);
+  for (; i + 8 <= count; i += 8, r.lane = _mm512_add_epi64(r.lane, r.step)) {
+    const __m512i rel = _mm512_sub_epi64(_mm512_loadu_si512(idx + i), r.lo);
+    const __mmask8 in = _mm512_cmplt_epu64_mask(rel, r.span);
     outside |= static_cast<__mmask8>(~in);
     if (in == 0) continue;
-    const __m512i offset = _mm512_add_epi64(_mm512_mul_epu32(rel, stride), lane);
-    const __m256 values = _mm512_mask_i64gather_ps(_mm256_setzero_ps(), in, offset, src, 4);
+    const __m256 values = _mm512_mask_i64gather_ps(_mm256_setzero_ps(), in, runs8_offsets(r, rel), src, 4);
     _mm512_mask_storeu_ps(dst + i, static_cast<__mmask16>(in), _mm512_castps256_ps512(values));
   }
-  const bool tail_outside = gather_in_range_scalar(dst + i, idx + i, src + i * ls, count - i, pos_stride, ls, lo, hi);
+  const bool tail_outside = gather_in_range_scalar(dst + i, idx + i, src + i * lane_stride, count - i, pos_stride,
+                                                   lane_stride, lo, hi);
   return outside != 0 || tail_outside;
 }
 
@@ -380,7 +388,7 @@ bool small_offsets(int64_t plane, int64_t pos_stride) {
 bool scatter_in_range(float* dst, int64_t pos_stride, int64_t lane_stride, const int64_t* idx, const float* src,
                       int64_t count, int64_t lo, int64_t hi, int64_t plane) {
 #if defined(SQUEEZEAE_HAVE_SIMD_PATHS)
-  switch (transpose_isa()) {
+  switch (simd_isa()) {
     case Isa::kAvx512:
       if (small_offsets(plane, pos_stride) && lane_stride >= 0)
         return scatter_in_range_avx512(dst, pos_stride, lane_stride, idx, src, count, lo, hi, plane);
@@ -396,12 +404,11 @@ bool gather_in_range(float* dst, const int64_t* idx, const float* src, int64_t c
                      int64_t lane_stride, int64_t lo, int64_t hi) {
 #if defined(SQUEEZEAE_HAVE_SIMD_PATHS)
   // lo and hi lie within a checked plane, so an index in range has a small offset
-  if (transpose_isa() == Isa::kAvx512 && small_offsets(hi, pos_stride) && lane_stride >= 0)
+  if (simd_isa() == Isa::kAvx512 && small_offsets(hi, pos_stride) && lane_stride >= 0)
     return gather_in_range_avx512(dst, idx, src, count, pos_stride, lane_stride, lo, hi);
 #endif
   return gather_in_range_scalar(dst, idx, src, count, pos_stride, lane_stride, lo, hi);
 }
-
 
 SQUEEZEAE_CLONES
 int check_pool_indices(const int64_t* idx, int64_t rows, int64_t row_step, int64_t top, int64_t top_step,

@@ -204,20 +204,15 @@ inline at::Tensor bias_or_zeros(const std::optional<at::Tensor>& bias, int64_t c
   return at::zeros({channels}, at::TensorOptions().dtype(dtype));
 }
 
-// m^T as a contiguous [K, R] tensor for an [R, K] matrix: float32 rows with unit stride (the 1x1 weights of
-// contiguous and channels_last models alike) through the SIMD transposes, which took a batch-1 Fire's two
-// weight transposes from ~10% of its time (at::Tensor::contiguous, ~23 us each on a Xeon) to a few us.
+// m^T as a contiguous [K, R] tensor for an [R, K] matrix: rows with unit stride (the 1x1 weights of contiguous
+// and channels_last models alike) through transpose() (float32: the SIMD transposes), which took a batch-1
+// Fire's two weight transposes from ~10% of its time (at::Tensor::contiguous, ~23 us each on a Xeon) to a few us.
 template <typename T>
 at::Tensor transposed(const at::Tensor& m) {
-  if constexpr (std::is_same_v<T, float>) {
-    if (m.stride(1) == 1 && m.size(0) > 0 && m.size(1) > 0) {
-      at::Tensor out = at::empty({m.size(1), m.size(0)}, m.options());
-      planar_to_pixel_major(out.mutable_data_ptr<float>(), m.size(0), m.const_data_ptr<float>(), m.stride(0),
-                            m.size(1), m.size(0));
-      return out;
-    }
-  }
-  return m.t().contiguous();
+  if (m.stride(1) != 1) return m.t().contiguous();
+  at::Tensor out = at::empty({m.size(1), m.size(0)}, m.options());
+  transpose(m.const_data_ptr<T>(), m.size(0), m.size(1), m.stride(0), out.mutable_data_ptr<T>(), m.size(0));
+  return out;
 }
 
 // Packs only what the chosen tiles use (forward or backward, pixel-major or planar): repacking the 3x3
@@ -382,11 +377,7 @@ int64_t squeeze_tile(const FireWeights<acc_t>& w, const TileGrid& g, int64_t n, 
     const int64_t pixels = (g1 - g0) * W;
     acc_t* squeeze_t = Scratch<acc_t>::get(Scratch<acc_t>::kSqueezeT, S * pixels);
     gemm<acc_t>(S, pixels, w.C, w.p(w.squeeze), w.C, planar, planar_ld, squeeze_t, pixels, false);
-    if constexpr (std::is_same_v<acc_t, float>) {
-      planar_to_pixel_major(buf.squeeze_acc, S, squeeze_t, pixels, pixels, S);
-    } else {
-      transpose(squeeze_t, S, pixels, pixels, buf.squeeze_acc, S);
-    }
+    transpose(squeeze_t, S, pixels, pixels, buf.squeeze_acc, S);
     buf.x_rows = nullptr;
   } else {
     buf.x_rows = load(n, g0, g1, buf.x);
@@ -667,11 +658,10 @@ struct StridedRowLoader {
     if constexpr (std::is_same_v<scalar_t, acc_t>) {
       if (st.c == 1 && st.w == C && st.h == W * C) return base + g0 * st.h;  // already pixel-major rows
     }
-    if constexpr (std::is_same_v<scalar_t, float> && std::is_same_v<acc_t, float>) {
-      if (st.w == 1 && st.h == W) {  // NCHW rows: the band is [C, pixels] with leading dimension st.c
-        planar_to_pixel_major(dst, C, base + g0 * W, st.c, (g1 - g0) * W, C);
-        return dst;
-      }
+    int64_t planes_ld = 0;
+    if (const acc_t* planes = planar_rows(n, g0, &planes_ld)) {  // NCHW rows: the band is [C, pixels]
+      transpose(planes, C, (g1 - g0) * W, planes_ld, dst, C);
+      return dst;
     }
     for_each_element(st, C, g0, g1, W, [&](int64_t c, int64_t h, int64_t w) {
       dst[((h - g0) * W + w) * C + c] = static_cast<acc_t>(base[c * st.c + h * st.h + w * st.w]);

@@ -144,6 +144,13 @@ void unpool_block(const T* in, const int64_t* idx, const Strides4& in_s, const S
 #endif
 }
 
+// After a SIMD run reported an index outside the plane: names the first one of the run.
+[[noreturn]] void throw_first_invalid(const int64_t* idx, int64_t count, int64_t out_h, int64_t out_w) {
+  for (int64_t i = 0; i < count; ++i)
+    if (idx[i] < 0 || idx[i] >= out_h * out_w) throw_invalid_index(idx[i], out_h, out_w);
+  TORCH_INTERNAL_ASSERT(false, "max_unpool2d: a run reported an invalid index but holds none");
+}
+
 // channels_last with fewer images than threads: work item = one image's range of output pixels [lo, hi),
 // a contiguous stretch of memory that its thread alone zeroes and writes. Every item scans all of its
 // image's input and keeps the elements whose index falls in its range, so each (n, c) plane's elements still
@@ -165,8 +172,7 @@ void unpool_pixel_range(const T* in, const int64_t* idx, const Strides4& in_s, c
         for (int64_t w = 0; w < W; ++w) {
           const int64_t* ip = idx + idx_s.at(n, 0, h, w);
           if (cpu::scatter_in_range(dst + lo * C, C, 1, ip, in + in_s.at(n, 0, h, w), C, lo, hi, plane))
-            for (int64_t c = 0; c < C; ++c)
-              if (ip[c] < 0 || ip[c] >= plane) throw_invalid_index(ip[c], out_h, out_w);
+            throw_first_invalid(ip, C, out_h, out_w);
         }
       return;
     }
@@ -270,10 +276,6 @@ at::Tensor max_unpool2d_backward_cpu(const at::Tensor& grad_output, const at::Te
       // float32 with a flat grad_output plane: SIMD gathers over runs that are contiguous in the indices and in
       // grad_input (a fresh tensor in the indices' layout), a plane's pixels (NCHW) or a pixel's channels
       // (channels_last). A gather has no order to keep, so the work splits however balances best.
-      auto report = [&](const int64_t* idx, int64_t count) {
-        for (int64_t i = 0; i < count; ++i)
-          if (idx[i] < 0 || idx[i] >= plane) throw_invalid_index(idx[i], out_h, out_w);
-      };
       if (position >= 0 && !channels_inner && idx_s.w == 1 && idx_s.h == W && gi_s.w == 1 && gi_s.h == W) {
         const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(H * W, 1));
         at::parallel_for(0, N * C, grain, [&](int64_t b, int64_t e) {
@@ -282,19 +284,20 @@ at::Tensor max_unpool2d_backward_cpu(const at::Tensor& grad_output, const at::Te
             const int64_t* idx = idx_ptr + idx_s.at(n, c, 0, 0);
             if (cpu::gather_in_range(gif + gi_s.at(n, c, 0, 0), idx, gof + n * go_s.n + c * go_s.c, H * W,
                                      position, 0, 0, plane))
-              report(idx, H * W);
+              throw_first_invalid(idx, H * W, out_h, out_w);
           }
         });
         return;
       }
       if (position >= 0 && channels_inner && idx_s.c == 1 && gi_s.c == 1) {
-        at::parallel_for(0, N * H * W, std::max<int64_t>(1, 4096 / std::max<int64_t>(C, 1)), [&](int64_t b, int64_t e) {
+        const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(C, 1));
+        at::parallel_for(0, N * H * W, grain, [&](int64_t b, int64_t e) {
           for (int64_t p = b; p < e; ++p) {
             const int64_t n = p / (H * W), h = p / W % H, w = p % W;
             const int64_t* idx = idx_ptr + idx_s.at(n, 0, h, w);
             if (cpu::gather_in_range(gif + gi_s.at(n, 0, h, w), idx, gof + n * go_s.n, C, position, go_s.c, 0,
                                      plane))
-              report(idx, C);
+              throw_first_invalid(idx, C, out_h, out_w);
           }
         });
         return;

@@ -63,10 +63,10 @@ inline void for_each_pooled_in_rows(const PoolGeometry& pool, const int64_t* ind
 // pos_stride, lane_stride, indices of the run, offset of the run in the pooled tensor, count, lo, hi), where
 // unpooled flat index q in [lo, hi) of run element i lives at tile[base + (q - lo) * pos_stride + i *
 // lane_stride]. Runs go in each plane's row-major order. Returns false (and calls nothing) for other layouts.
-template <typename Fn>
+template <typename Tile, typename Fn>
 inline bool simd_unpool_rows(const PoolGeometry& pool, const int64_t* indices, const Strides4& idx_st,
                              const Strides4& pooled_st, int64_t n, int64_t C, int64_t r0, int64_t r1, int64_t pixels,
-                             bool planar, const Fn& fn, float* tile) {
+                             bool planar, const Fn& fn, Tile* tile) {
   const auto rows = pool.pooled_rows_for(r0, r1);
   const int64_t lo = r0 * pool.out_w, hi = r1 * pool.out_w;
   if (idx_st.c == 1 && pooled_st.c == 1) {  // channels_last
@@ -131,13 +131,11 @@ struct UnpoolGradSink {
   void gather(int64_t n, int64_t r0, int64_t r1, const acc_t* grad_unpooled) const {
     const int64_t pixels = (r1 - r0) * pool.out_w;
     if constexpr (std::is_same_v<scalar_t, float> && std::is_same_v<acc_t, float>) {
-      // the tile is only read here; simd_unpool_rows hands out a mutable pointer for the loader's sake
-      float* tile = const_cast<float*>(grad_unpooled);
       if (simd_unpool_rows(pool, indices, idx_st, gi_st, n, C, r0, r1, pixels, kPlanar,
-          [&](float* src, int64_t pos_stride, int64_t lane_stride, const int64_t* idx, int64_t offset, int64_t count,
-              int64_t lo, int64_t hi) {
+          [&](const float* src, int64_t pos_stride, int64_t lane_stride, const int64_t* idx, int64_t offset,
+              int64_t count, int64_t lo, int64_t hi) {
             cpu::gather_in_range(grad_input + offset, idx, src, count, pos_stride, lane_stride, lo, hi);
-          }, tile))
+          }, grad_unpooled))
         return;
     }
     for_each_pooled_in_rows(pool, indices, idx_st, n, C, r0, r1, [&](int64_t c, int64_t ph, int64_t pw, int64_t p) {
