@@ -20,6 +20,17 @@ def latest_wins(values, indices, out_h, out_w):
     return out.view(N, C, out_h, out_w)
 
 
+def latest_wins_fast(values, indices, out_h, out_w):
+    """latest_wins without the Python loop: per plane, the position of the last element naming each slot."""
+    N, C = values.shape[:2]
+    i = indices.reshape(N, C, -1)
+    order = torch.arange(i.shape[-1]).expand_as(i)
+    last = torch.zeros(N, C, out_h * out_w, dtype=torch.long).scatter_reduce_(2, i, order, "amax", include_self=False)
+    hit = torch.zeros(N, C, out_h * out_w, dtype=torch.bool).scatter_(2, i, True)
+    out = values.reshape(N, C, -1).gather(2, last) * hit
+    return out.view(N, C, out_h, out_w)
+
+
 # (N, C, H, W, kernel, stride, padding): non-overlapping, SqueezeNet's overlapping 3x3/2, padded, rectangular.
 CASES = [
     (2, 3, 8, 8, 2, 2, 0),
@@ -60,29 +71,9 @@ def test_large_output_and_uneven_channel_blocks(memory, dtype):
     indices = torch.randint(0, H * W, x.shape)
     x, indices = layout(x, memory), layout(indices, memory)
     out = sx.functional.max_unpool2d(x, indices, 2, output_size=(H, W))
-    flat = torch.zeros(N, C, H * W, dtype=dtype)
-    order = torch.arange(indices[0, 0].numel())
-    for n in range(N):
-        for c in range(C):  # ascending row-major order: index_put with accumulate=False keeps the last
-            i = indices[n, c].reshape(-1)
-            last = torch.zeros(H * W, dtype=torch.long).scatter_reduce_(0, i, order, "amax", include_self=False)
-            hit = torch.zeros(H * W, dtype=torch.bool)
-            hit[i] = True
-            flat[n, c][hit] = x[n, c].reshape(-1)[last[hit]]
-    assert torch.equal(out, flat.view(N, C, H, W))
+    assert torch.equal(out, latest_wins_fast(x, indices, H, W))
     if memory == "channels_last":
         assert out.is_contiguous(memory_format=torch.channels_last)
-
-
-def latest_wins_fast(values, indices, out_h, out_w):
-    """latest_wins without the Python loop: per plane, the position of the last element naming each slot."""
-    N, C = values.shape[:2]
-    i = indices.reshape(N, C, -1)
-    order = torch.arange(i.shape[-1]).expand_as(i)
-    last = torch.zeros(N, C, out_h * out_w, dtype=torch.long).scatter_reduce_(2, i, order, "amax", include_self=False)
-    hit = torch.zeros(N, C, out_h * out_w, dtype=torch.bool).scatter_(2, i, True)
-    out = values.reshape(N, C, -1).gather(2, last) * hit
-    return out.view(N, C, out_h, out_w)
 
 
 BAD_INDEX_100 = r"Found an invalid max index: 100 \(output volumes are of size 10x10\)"
