@@ -12,7 +12,8 @@ from helpers import assert_close_to, fire_weights, layout, to64
 
 # (N, C, S, E1, E3, H, W): odd channel counts, 1x1 and 1xW spatial, non-square, one SqueezeNet-sized layer
 # (above the 1000 pixels from where NCHW takes planar tiles on every AVX-512 CPU), one 13x13 with whole and partial
-# 16x16 transpose blocks.
+# 16x16 transpose blocks, and a batch of 40 small images: more backward tiles than the 32 weight-gradient chunks, so
+# some chunks sum two tiles (the first writes the chunk's accumulators, the next adds to them).
 SHAPES = [
     (2, 5, 3, 4, 6, 7, 9),
     (3, 17, 5, 3, 7, 1, 1),
@@ -21,6 +22,7 @@ SHAPES = [
     (1, 48, 16, 40, 56, 33, 35),
     (2, 48, 8, 20, 29, 13, 13),
     (4, 8, 2, 1, 1, 3, 2),
+    (40, 6, 3, 4, 5, 5, 4),
 ]
 LAYOUTS = ["nchw", "channels_last", "strided"]
 

@@ -6,13 +6,15 @@ import squeezeae_ext as sx
 from squeezeae_ext import reference
 from helpers import assert_close_to, fire_weights, layout, pooled_input, run_check, to64
 
-# (N, C, S, E1, E3, H, W, kernel, stride, padding): H, W are the unpooled (output) size.
+# (N, C, S, E1, E3, H, W, kernel, stride, padding): H, W are the unpooled (output) size. The last: more backward
+# tiles (one per image here) than the 32 weight-gradient chunks.
 CASES = [
     (2, 5, 3, 4, 6, 7, 9, 2, 2, 0),
     (2, 16, 8, 8, 8, 27, 27, 3, 2, 0),
     (1, 6, 3, 5, 4, 10, 11, 3, 2, 1),
     (3, 7, 4, 3, 5, 9, 8, (3, 2), (2, 1), (1, 0)),
     (2, 3, 2, 3, 2, 1, 1, 1, 1, 0),
+    (40, 5, 3, 2, 4, 6, 5, 2, 2, 0),
 ]
 
 

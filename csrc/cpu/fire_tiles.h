@@ -435,6 +435,10 @@ struct GradParts {
   // squeeze [S, C] pixel-major or [C, S] planar; expand1x1 [S, E1] pixel-major or [E1, S] planar; expand3x3
   // [9, S, E3] pixel-major or [9, E3, S] planar; squeeze_bias [S]; expand_bias [E1 + E3].
   acc_t *squeeze, *expand1x1, *expand3x3, *squeeze_bias, *expand_bias;
+  // The weight blocks hold nothing yet (not even zeros): a chunk's first tile writes them instead of adding to
+  // them, which spares zeroing them first (the bias blocks are zeroed: they are summed in loops).
+  bool fresh = true;
+  bool accumulate() const { return !fresh; }
   static int64_t size(int64_t C, int64_t S, int64_t E1, int64_t E3) {
     return C * S + S * E1 + 9 * S * E3 + S + E1 + E3;
   }
@@ -502,10 +506,11 @@ void fire_backward_tile(const FireWeights<acc_t>& w, const TileGrid& g, int64_t 
     std::copy_n(row + 1, padded_pixels - 1, right);
     right[padded_pixels - 1] = acc_t(0);
   }
-  gemm<acc_t>(S, E1, flat, spad_t + centre, padded_pixels, grad + centre * E, E, parts.expand1x1, E1, true);
+  gemm<acc_t>(S, E1, flat, spad_t + centre, padded_pixels, grad + centre * E, E, parts.expand1x1, E1,
+              parts.accumulate());
   for (int64_t ky = 0; ky < 3; ++ky)
     gemm<acc_t>(3 * S, E3, flat, spad_t3 + centre + (ky - 1) * PW, padded_pixels, grad + centre * E + E1, E,
-                parts.expand3x3 + 3 * ky * S * E3, E3, true);
+                parts.expand3x3 + 3 * ky * S * E3, E3, parts.accumulate());
 
   // Dense squeeze gradient of the tile's own pixels -> squeeze bias/weight gradients and the input gradient.
   acc_t* gsd = buf.grad_squeeze_dense;
@@ -516,7 +521,8 @@ void fire_backward_tile(const FireWeights<acc_t>& w, const TileGrid& g, int64_t 
   // squeeze weight gradient [S, C] = gsd^T x: transposing the small squeeze gradient, not the input.
   acc_t* gsd_t = buf.grad_squeeze_t;
   transpose(gsd, dense, S, S, gsd_t, dense);
-  gemm<acc_t>(S, C, dense, gsd_t, dense, buf.x_rows + (r0 - g0) * W * C, C, parts.squeeze, C, true);
+  gemm<acc_t>(S, C, dense, gsd_t, dense, buf.x_rows + (r0 - g0) * W * C, C, parts.squeeze, C, parts.accumulate());
+  parts.fresh = false;  // all weight blocks written
   int64_t ld_direct = 0;
   if (acc_t* direct = sink.direct(n, r0, &ld_direct)) {  // the input gradient's rows as a GEMM output
     gemm<acc_t>(dense, C, S, gsd, S, w.p(w.squeeze), C, direct, ld_direct, false);
@@ -557,14 +563,14 @@ at::Tensor fire_backward(const FireWeights<acc_t>& w, const TileGrid& g, const T
   const int64_t size = GradParts<acc_t>::size(w.C, w.S, w.E1, w.E3);
   const int64_t chunks = std::min<int64_t>(kChunks, g.tiles());
   if (chunks == 0) return at::zeros({size}, at::TensorOptions().dtype(dtype));
-  // Each chunk's accumulators are zeroed by the thread that fills them, just before (in cache, no extra pass).
+  // A chunk's weight blocks are written by its first tile (GradParts::fresh); only its bias sums start at zero.
   at::Tensor partial = at::empty({chunks, size}, at::TensorOptions().dtype(dtype));
   acc_t* partial_ptr = partial.mutable_data_ptr<acc_t>();
   at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
     TileBuffers<acc_t> buf(g, w.C, w.S, w.E(), /*backward=*/true);
     for (int64_t chunk = begin; chunk < end; ++chunk) {
-      std::fill_n(partial_ptr + chunk * size, size, acc_t(0));
       GradParts<acc_t> parts(partial_ptr + chunk * size, w.C, w.S, w.E1, w.E3);
+      std::fill_n(parts.squeeze_bias, w.S + w.E(), acc_t(0));
       const int64_t t0 = chunk * g.tiles() / chunks, t1 = (chunk + 1) * g.tiles() / chunks;
       for (int64_t t = t0; t < t1; ++t) {
         int64_t n, r0, r1;

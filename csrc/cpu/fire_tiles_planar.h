@@ -103,11 +103,12 @@ void fire_backward_tile_planar(const FireWeights<acc_t>& w, const TileGrid& g, i
   // Expand weight gradients [E1, S] and [9, E3, S]: gradient rows times the pixel-major squeeze tile.
   acc_t* spad_pm = buf.spad_t;
   transpose(spad, S, padded_pixels, padded_pixels, spad_pm, S);
-  gemm<acc_t>(E1, S, flat, grad + centre, padded_pixels, spad_pm + centre * S, S, parts.expand1x1, S, true);
+  gemm<acc_t>(E1, S, flat, grad + centre, padded_pixels, spad_pm + centre * S, S, parts.expand1x1, S,
+              parts.accumulate());
   for (int64_t tap = 0; tap < 9; ++tap) {
     const int64_t shift = (tap / 3 - 1) * PW + (tap % 3 - 1);
     gemm<acc_t>(E3, S, flat, grad + E1 * padded_pixels + centre, padded_pixels, spad_pm + (centre + shift) * S, S,
-                parts.expand3x3 + tap * E3 * S, S, true);
+                parts.expand3x3 + tap * E3 * S, S, parts.accumulate());
   }
 
   // The tile's own pixels: squeeze bias/weight gradients and the input gradient.
@@ -123,7 +124,9 @@ void fire_backward_tile_planar(const FireWeights<acc_t>& w, const TileGrid& g, i
   }
   acc_t* gsd_pm = buf.grad_squeeze_t;  // [dense, S]
   transpose(gsd, S, dense, dense, gsd_pm, S);
-  gemm<acc_t>(C, S, dense, buf.x_rows + (r0 - g0) * W, x_ld, gsd_pm, S, parts.squeeze, S, true);
+  gemm<acc_t>(C, S, dense, buf.x_rows + (r0 - g0) * W, x_ld, gsd_pm, S, parts.squeeze, S,
+              parts.accumulate());
+  parts.fresh = false;  // all weight blocks written
   int64_t ld_direct = 0;
   if (acc_t* direct = sink.direct(n, r0, &ld_direct)) {  // the input gradient's rows as a GEMM output
     gemm<acc_t>(C, dense, S, w.p(w.squeeze_t), S, gsd, dense, direct, ld_direct, false);
