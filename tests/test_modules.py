@@ -4,6 +4,7 @@ import copy
 import pytest
 import torch
 from torch import nn
+from torch.nn.utils import parametrize, prune
 
 import squeezeae_ext as sx
 from squeezeae_ext.squeezenet import TorchvisionFire, squeezenet1_0, squeezenet1_1
@@ -85,3 +86,53 @@ def test_unpool_fire_module_loads_fire_state(device):
     unpool_fire = sx.UnpoolFire(6, 3, 4, 4, kernel_size=2)
     unpool_fire.load_state_dict(fire.state_dict())
     assert "kernel_size=2" in repr(unpool_fire)
+
+
+def _double(module, name):
+    """A parametrization: the layer's `name` is twice the stored tensor."""
+
+    class Double(nn.Module):
+        def forward(self, value):
+            return 2 * value
+
+    parametrize.register_parametrization(module, name, Double())
+
+
+@pytest.mark.parametrize(
+    "rewrite",
+    [
+        lambda fire: _double(fire.expand3x3, "weight"),
+        lambda fire: _double(fire.squeeze, "bias"),
+        lambda fire: prune.l1_unstructured(fire.expand1x1, "weight", amount=0.5),
+        lambda fire: torch.nn.utils.weight_norm(fire.squeeze),
+        lambda fire: setattr(fire, "expand1x1", nn.Conv2d(4, 5, 1, bias=False)),
+    ],
+    ids=["parametrized-weight", "parametrized-bias", "pruned", "weight_norm", "replaced-without-bias"],
+)
+@pytest.mark.parametrize("unpool", [False, True])
+@pytest.mark.filterwarnings("ignore:`torch.nn.utils.weight_norm` is deprecated:FutureWarning")  # still in use
+def test_rewritten_children_are_honoured(rewrite, unpool):
+    """Fire and UnpoolFire read their children's parameters through a fast path; parametrizations, pruning,
+    weight_norm and replaced children must still be what the fused op computes with."""
+    torch.manual_seed(0)
+    fire = sx.UnpoolFire(6, 4, 5, 7, kernel_size=2) if unpool else sx.Fire(6, 4, 5, 7)
+    with torch.no_grad():  # make every bias matter
+        for conv in (fire.squeeze, fire.expand1x1, fire.expand3x3):
+            conv.bias.uniform_(0.1, 0.5)
+    rewrite(fire)
+    reference = TorchvisionFire(6, 4, 5, 7)
+    reference.squeeze, reference.expand1x1, reference.expand3x3 = fire.squeeze, fire.expand1x1, fire.expand3x3
+    x = torch.randn(2, 6, 8, 10, requires_grad=True)
+    if unpool:
+        pooled, indices = nn.functional.max_pool2d(x.detach(), 2, return_indices=True)
+        pooled.requires_grad_()
+        out = fire(pooled, indices, (8, 10))
+        ref = reference(nn.functional.max_unpool2d(pooled, indices, 2, output_size=(8, 10)))
+        leaf = pooled
+    else:
+        out, ref, leaf = fire(x), reference(x), x
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    grads = torch.autograd.grad(out.sum(), [leaf, *fire.parameters()])
+    ref_grads = torch.autograd.grad(ref.sum(), [leaf, *fire.parameters()])
+    for g, r in zip(grads, ref_grads):
+        torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-5)
