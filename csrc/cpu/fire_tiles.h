@@ -755,16 +755,15 @@ struct MaskedGradLoader {
     if constexpr (std::is_same_v<scalar_t, float> && std::is_same_v<acc_t, float>) {
       if (gs.w == 1 && gs.h == W && os.w == 1 && os.h == W) {  // NCHW
         const int64_t pixels = (g1 - g0) * W;
-        thread_local std::vector<float> masked, masked_t;
+        thread_local std::vector<float> masked;
         masked.resize(pixels * E);
-        masked_t.resize(pixels * E);
-        // masked in the planes (each channel's band is one contiguous run), then one transpose: a third fewer
-        // passes than transposing the gradient and the output and masking pixel-major
+        // masked in the planes (each channel's band is one contiguous run), then transposed row by row into
+        // place: a third fewer passes than transposing the gradient and the output and masking pixel-major
         relu_mask_rows(masked.data(), pixels, grad + n * gs.n + g0 * W, gs.c, output + n * os.n + g0 * W, os.c, E,
                        pixels);
-        planar_to_pixel_major(masked_t.data(), E, masked.data(), pixels, pixels, E);
         for (int64_t h = g0; h < g1; ++h)
-          std::copy_n(masked_t.data() + (h - g0) * W * E, W * E, dst + ((h - g0) * padded_width + 1) * E);
+          planar_to_pixel_major(dst + ((h - g0) * padded_width + 1) * E, E, masked.data() + (h - g0) * W, pixels, W,
+                                E);
         return;
       }
     }
