@@ -31,6 +31,17 @@ void bias_relu_rows(float* dst, int64_t dst_pitch, const float* src, int64_t src
 }
 
 SQUEEZEAE_CLONES
+void bias_relu_planes(float* dst, int64_t dst_ld, const float* src, int64_t src_ld, const float* bias,
+                      int64_t planes, int64_t count) {
+  for (int64_t p = 0; p < planes; ++p) {
+    float* __restrict__ d = dst + p * dst_ld;
+    const float* __restrict__ s = src + p * src_ld;
+    const float b = bias[p];
+    for (int64_t i = 0; i < count; ++i) d[i] = std::max(s[i] + b, 0.0f);
+  }
+}
+
+SQUEEZEAE_CLONES
 void relu_mask_rows(float* dst, int64_t dst_pitch, const float* grad, int64_t grad_pitch, const float* out,
                     int64_t out_pitch, int64_t rows, int64_t cols) {
   for (int64_t r = 0; r < rows; ++r) {

@@ -12,6 +12,10 @@ namespace cpu {
 void bias_relu_rows(float* dst, int64_t dst_pitch, const float* src, int64_t src_pitch, const float* bias,
                     int64_t rows, int64_t cols);
 
+// dst[p * dst_ld + i] = max(src[p * src_ld + i] + bias[p], 0) for p < planes, i < count: planar tiles' epilogue.
+void bias_relu_planes(float* dst, int64_t dst_ld, const float* src, int64_t src_ld, const float* bias,
+                      int64_t planes, int64_t count);
+
 // dst[r * dst_pitch + c] = out[r * out_pitch + c] > 0 ? grad[r * grad_pitch + c] : 0 for r < rows, c < cols.
 void relu_mask_rows(float* dst, int64_t dst_pitch, const float* grad, int64_t grad_pitch, const float* out,
                     int64_t out_pitch, int64_t rows, int64_t cols);

@@ -197,6 +197,14 @@ struct PlanarActivationStore {
   const acc_t* bias;
   int64_t E, W;
   void operator()(int64_t n, int64_t r0, int64_t r1, const acc_t* acc, int64_t ld, int64_t padded_width) const {
+    if constexpr (std::is_same_v<scalar_t, float> && std::is_same_v<acc_t, float>) {
+      // NCHW rows (each plane's band contiguous): the SIMD epilogue; a 4-wide baseline loop here ran ~18% of a
+      // batch-8 55x55 NCHW Fire's forward on a Xeon
+      if (st.w == 1 && st.h == W && padded_width == W) {
+        bias_relu_planes(data + st.at(n, 0, r0, 0), st.c, acc, ld, bias, E, (r1 - r0) * W);
+        return;
+      }
+    }
     for (int64_t e = 0; e < E; ++e)
       for (int64_t h = r0; h < r1; ++h) {
         const acc_t* a = acc + e * ld + (h - r0) * padded_width;
