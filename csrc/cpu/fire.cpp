@@ -34,7 +34,7 @@ at::Tensor fire_cpu(const at::Tensor& x, const at::Tensor& squeeze_weight, const
     const bool planar = cpu::use_planar_forward_tiles(x, d.height * d.width);
     const auto w = cpu::pack_fire_weights<acc_t>(d, squeeze_weight, squeeze_bias, expand1x1_weight, expand1x1_bias,
                                                  expand3x3_weight, expand3x3_bias, planar, /*backward=*/false);
-    const cpu::TileGrid grid = cpu::make_tile_grid(d.batch, d.height, d.width);
+    const cpu::TileGrid grid = cpu::make_tile_grid(d.batch, d.height, d.width, cpu::forward_tile_pixels());
     const scalar_t* in = x.const_data_ptr<scalar_t>();
     scalar_t* out = output.mutable_data_ptr<scalar_t>();
     const acc_t* bias = w.p(w.expand_bias);

@@ -31,6 +31,8 @@
 #include <type_traits>
 #include <vector>
 
+#include <unistd.h>  // sysconf: the L2 size
+
 #include "checks.h"
 #include "cpu/epilogues.h"
 #include "cpu/gemm.h"
@@ -276,6 +278,20 @@ struct TileGrid {
   // Pixels of the flat padded range a tile of `r` rows computes (interior plus the halo columns between rows).
   int64_t flat_pixels(int64_t r) const { return (r - 1) * padded_width() + width; }
 };
+
+// Output pixels per forward tile: ~192 keeps a tile's buffers in L2 for every SqueezeNet Fire on cores with
+// 512 KB-1 MB of it (see make_tile_grid); with 2 MB or more (a Xeon), 384 ran 2-5% faster for the Fire and 2-17%
+// for unpool_fire on the 27x27 and 55x55 layers at batch 8 (fewer halo rows recomputed, larger GEMMs), the same
+// on the 13x13 ones and at batch 1 (in-process A/B); 768 was no better.
+inline int64_t forward_tile_pixels() {
+  static const int64_t pixels = [] {
+#if defined(_SC_LEVEL2_CACHE_SIZE)
+    if (sysconf(_SC_LEVEL2_CACHE_SIZE) >= (2L << 20)) return int64_t(384);
+#endif
+    return int64_t(192);
+  }();
+  return pixels;
+}
 
 // About `target_pixels` output pixels per tile: ~192 keeps a forward tile's buffers in L2 for every SqueezeNet
 // Fire, and the backward (more buffers, but a halo and weight-gradient accumulators to amortise) measured best
