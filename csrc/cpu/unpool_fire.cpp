@@ -20,7 +20,6 @@ using OptTensor = std::optional<at::Tensor>;
 using cpu::acc_type_for;
 using cpu::PoolGeometry;
 using cpu::Strides4;
-using cpu::use_planar_tiles;
 
 // Where unpooled pixel (row, col) of channel c sits in a tile buffer of `pixels` pixels: [pixels, C]
 // (pixel-major) or [C, pixels] (planar).
@@ -206,7 +205,7 @@ unpool_fire_backward_cpu(const at::Tensor& grad_output, const at::Tensor& input,
     const PoolGeometry pool = cpu::scan_pool_indices(indices, kernel_size, stride, padding, d.height, d.width);
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "unpool_fire_backward_cpu", [&] {
       using acc_t = acc_type_for<scalar_t>;
-      const bool planar = use_planar_tiles(input);
+      const bool planar = cpu::use_planar_backward_tiles(input);
       const auto w = cpu::pack_fire_weights<acc_t>(d, squeeze_weight, squeeze_bias, expand1x1_weight, std::nullopt,
                                                    expand3x3_weight, std::nullopt, planar, /*backward=*/true);
       const cpu::TileGrid grid = cpu::make_tile_grid(d.batch, d.height, d.width, /*target_pixels=*/384, /*min_tiles=*/8);
