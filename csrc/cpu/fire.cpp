@@ -20,7 +20,6 @@ using OptTensor = std::optional<at::Tensor>;
 using cpu::Strides4;
 
 using cpu::acc_type_for;
-using cpu::use_planar_tiles;
 
 at::Tensor fire_cpu(const at::Tensor& x, const at::Tensor& squeeze_weight, const OptTensor& squeeze_bias,
                     const at::Tensor& expand1x1_weight, const OptTensor& expand1x1_bias,
