@@ -31,7 +31,9 @@
 #include <type_traits>
 #include <vector>
 
+#if defined(__unix__) || defined(__APPLE__)
 #include <unistd.h>  // sysconf: the L2 size
+#endif
 
 #include "checks.h"
 #include "cpu/epilogues.h"
