@@ -20,25 +20,36 @@
 namespace squeezeae {
 namespace cpu {
 
-SQUEEZEAE_CLONES
-void bias_relu_rows(float* dst, int64_t dst_pitch, const float* src, int64_t src_pitch, const float* bias,
-                    int64_t rows, int64_t cols) {
+namespace {
+
+// dst[r][c] = max(src[r][c] + bias[kPerRow ? r : c], 0); inlined into each clone of its two callers.
+template <bool kPerRow>
+inline void bias_relu_2d(float* dst, int64_t dst_pitch, const float* src, int64_t src_pitch, const float* bias,
+                         int64_t rows, int64_t cols) {
   for (int64_t r = 0; r < rows; ++r) {
     float* __restrict__ d = dst + r * dst_pitch;
     const float* __restrict__ s = src + r * src_pitch;
-    for (int64_t c = 0; c < cols; ++c) d[c] = std::max(s[c] + bias[c], 0.0f);
+    if constexpr (kPerRow) {
+      const float b = bias[r];
+      for (int64_t c = 0; c < cols; ++c) d[c] = std::max(s[c] + b, 0.0f);
+    } else {
+      for (int64_t c = 0; c < cols; ++c) d[c] = std::max(s[c] + bias[c], 0.0f);
+    }
   }
+}
+
+}  // namespace
+
+SQUEEZEAE_CLONES
+void bias_relu_rows(float* dst, int64_t dst_pitch, const float* src, int64_t src_pitch, const float* bias,
+                    int64_t rows, int64_t cols) {
+  bias_relu_2d<false>(dst, dst_pitch, src, src_pitch, bias, rows, cols);
 }
 
 SQUEEZEAE_CLONES
 void bias_relu_planes(float* dst, int64_t dst_ld, const float* src, int64_t src_ld, const float* bias,
                       int64_t planes, int64_t count) {
-  for (int64_t p = 0; p < planes; ++p) {
-    float* __restrict__ d = dst + p * dst_ld;
-    const float* __restrict__ s = src + p * src_ld;
-    const float b = bias[p];
-    for (int64_t i = 0; i < count; ++i) d[i] = std::max(s[i] + b, 0.0f);
-  }
+  bias_relu_2d<true>(dst, dst_ld, src, src_ld, bias, planes, count);
 }
 
 SQUEEZEAE_CLONES
