@@ -654,12 +654,12 @@ std::vector<at::Tensor> unpack_weight_grads_as(const at::Tensor& flat, const Fir
   at::parallel_for(0, taps, 4096, [&](int64_t c0, int64_t c1) {
     transpose(rows + c0, 9, c1 - c0, taps, ge3_ptr + c0 * 9, 9);
   });
-  auto vector = [&](const T* src, int64_t count) {
+  auto copy_of = [&](const T* src, int64_t count) {
     at::Tensor t = at::empty({count}, options);
     std::copy_n(src, count, t.mutable_data_ptr<T>());
     return t;
   };
-  return {gsq, vector(squeeze_bias, S), ge1, vector(expand_bias, E1), ge3, vector(expand_bias + E1, E3)};
+  return {gsq, copy_of(squeeze_bias, S), ge1, copy_of(expand_bias, E1), ge3, copy_of(expand_bias + E1, E3)};
 }
 
 // The flat gradient of fire_backward as (grad_squeeze_weight, grad_squeeze_bias, grad_expand1x1_weight,
@@ -720,7 +720,7 @@ struct StridedRowLoader {
   // Rows from g0 on as planes [C, pixels] with leading dimension *ld, read in place: float32 NCHW rows only.
   const acc_t* planar_rows(int64_t n, int64_t g0, int64_t* ld) const {
     if constexpr (std::is_same_v<scalar_t, float> && std::is_same_v<acc_t, float>) {
-      if (st.w == 1 && st.h == W) {
+      if (st.rows_packed(W)) {
         *ld = st.c;
         return data + n * st.n + g0 * W;
       }
@@ -772,7 +772,7 @@ struct MaskedGradLoader {
       return;
     }
     if constexpr (std::is_same_v<scalar_t, float> && std::is_same_v<acc_t, float>) {
-      if (gs.w == 1 && gs.h == W && os.w == 1 && os.h == W) {  // NCHW
+      if (gs.rows_packed(W) && os.rows_packed(W)) {  // NCHW
         const int64_t pixels = (g1 - g0) * W;
         thread_local std::vector<float> masked;
         masked.resize(pixels * E);
@@ -818,7 +818,7 @@ struct ActivationStore {
       return;
     }
     if constexpr (std::is_same_v<scalar_t, float> && std::is_same_v<acc_t, float>) {
-      if (st.w == 1 && st.h == W && padded_width == W) {  // NCHW rows: transposed into [E, pixels] planes
+      if (st.rows_packed(W) && padded_width == W) {  // NCHW rows: transposed into [E, pixels] planes
         bias_relu_to_planar(base + r0 * W, st.c, acc, E, bias, (r1 - r0) * W, E);
         return;
       }
@@ -851,7 +851,7 @@ struct StridedRowSink {
   // else nullptr.
   acc_t* planar_direct(int64_t n, int64_t r0, int64_t* ld) const {
     if constexpr (std::is_same_v<scalar_t, float> && std::is_same_v<acc_t, float>) {
-      if (st.w == 1 && st.h == W) {
+      if (st.rows_packed(W)) {
         *ld = st.c;
         return data + n * st.n + r0 * W;
       }
@@ -870,7 +870,7 @@ struct StridedRowSink {
       return;
     }
     if constexpr (std::is_same_v<scalar_t, float> && std::is_same_v<acc_t, float>) {
-      if (st.w == 1 && st.h == W) {  // NCHW rows: transposed into [C, pixels] planes
+      if (st.rows_packed(W)) {  // NCHW rows: transposed into [C, pixels] planes
         pixel_major_to_planar(base + r0 * W, st.c, src, C, (r1 - r0) * W, C);
         return;
       }

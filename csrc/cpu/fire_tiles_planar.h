@@ -148,7 +148,7 @@ struct PlanarRowLoader {
   const acc_t* operator()(int64_t n, int64_t g0, int64_t g1, acc_t* dst, int64_t* ld) const {
     const scalar_t* base = data + n * st.n;
     if constexpr (std::is_same_v<scalar_t, acc_t>) {
-      if (st.w == 1 && st.h == W) {
+      if (st.rows_packed(W)) {
         *ld = st.c;
         return base + g0 * st.h;
       }
@@ -200,7 +200,7 @@ struct PlanarActivationStore {
     if constexpr (std::is_same_v<scalar_t, float> && std::is_same_v<acc_t, float>) {
       // NCHW rows (each plane's band contiguous): the SIMD epilogue; a 4-wide baseline loop here ran ~18% of a
       // batch-8 55x55 NCHW Fire's forward on a Xeon
-      if (st.w == 1 && st.h == W && padded_width == W) {
+      if (st.rows_packed(W) && padded_width == W) {
         bias_relu_planes(data + st.at(n, 0, r0, 0), st.c, acc, ld, bias, E, (r1 - r0) * W);
         return;
       }
@@ -228,7 +228,7 @@ struct PlanarRowSink {
   // the accumulation type), else nullptr.
   acc_t* direct(int64_t n, int64_t r0, int64_t* ld) const {
     if constexpr (std::is_same_v<scalar_t, acc_t>) {
-      if (st.w == 1 && st.h == W) {
+      if (st.rows_packed(W)) {
         *ld = st.c;
         return data + n * st.n + r0 * W;
       }

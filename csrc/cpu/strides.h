@@ -13,6 +13,9 @@ struct Strides4 {
   Strides4() = default;
   explicit Strides4(const at::Tensor& t) : n(t.stride(0)), c(t.stride(1)), h(t.stride(2)), w(t.stride(3)) {}
   int64_t at(int64_t in, int64_t ic, int64_t ih, int64_t iw) const { return in * n + ic * c + ih * h + iw * w; }
+  // Each plane's rows of `width` elements packed back to back (NCHW-like): a band of rows of one plane is one
+  // contiguous run, and a band of every plane is a [C, pixels] matrix with leading dimension c.
+  bool rows_packed(int64_t width) const { return w == 1 && h == width; }
 };
 
 }  // namespace cpu

@@ -276,7 +276,7 @@ at::Tensor max_unpool2d_backward_cpu(const at::Tensor& grad_output, const at::Te
       // float32 with a flat grad_output plane: SIMD gathers over runs that are contiguous in the indices and in
       // grad_input (a fresh tensor in the indices' layout), a plane's pixels (NCHW) or a pixel's channels
       // (channels_last). A gather has no order to keep, so the work splits however balances best.
-      if (position >= 0 && !channels_inner && idx_s.w == 1 && idx_s.h == W && gi_s.w == 1 && gi_s.h == W) {
+      if (position >= 0 && !channels_inner && idx_s.rows_packed(W) && gi_s.rows_packed(W)) {
         const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(H * W, 1));
         at::parallel_for(0, N * C, grain, [&](int64_t b, int64_t e) {
           for (int64_t p = b; p < e; ++p) {
