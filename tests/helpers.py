@@ -61,14 +61,17 @@ def to64(tensors):
     return [None if t is None else t.detach().double().cpu() for t in tensors]
 
 
-def run_check(module, function, isa=None):
-    """Runs the check `function` of test module `module` here (isa None: this CPU's widest SIMD paths), or with
-    SQUEEZEAE_CPU_ISA=isa in a fresh process (the cap is read once per process)."""
-    if isa is None:
+def run_check(module, function, isa=None, env=None):
+    """Runs the check `function` of test module `module` here (isa and env None: this CPU's widest SIMD paths and
+    its own cache sizes), or in a fresh process with SQUEEZEAE_CPU_ISA=isa and the variables of `env` set (the
+    kernels read them once per process)."""
+    if isa is None and not env:
         getattr(sys.modules[module], function)()
         return
     code = f"import sys; sys.path.insert(0, sys.argv[1])\nimport {module}\n{module}.{function}()\nprint('ok')\n"
-    env = dict(os.environ, SQUEEZEAE_CPU_ISA=isa)
+    env = dict(os.environ, **(env or {}))
+    if isa is not None:
+        env["SQUEEZEAE_CPU_ISA"] = isa
     done = subprocess.run([sys.executable, "-c", code, os.path.dirname(os.path.abspath(__file__))], env=env,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr

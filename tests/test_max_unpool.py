@@ -1,4 +1,8 @@
 """squeezeae::max_unpool2d: F.max_unpool2d semantics, the duplicate-index rule, gradients, layouts."""
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -60,20 +64,53 @@ def test_matches_rule_and_pytorch(device, case, memory, dtype):
         assert torch.equal(out.cpu().float(), ref)
 
 
-@pytest.mark.parametrize("memory", ["nchw", "channels_last"])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
-def test_large_output_and_uneven_channel_blocks(memory, dtype):
-    """The CPU kernel builds big outputs in per-block buffers and streams them out (>= 8 MiB) and splits the
-    channels into blocks: an output over the threshold with a channel count no block size divides, and random
-    in-plane indices with duplicates, must still follow the rule exactly."""
-    N, C, H, W = 2, 37, 160, 150  # float32: 14.2 MB output (streamed); float16: 7.1 MB (written in place)
-    x = torch.randn(N, C, H // 2, W // 2, dtype=dtype)
-    indices = torch.randint(0, H * W, x.shape)
-    x, indices = layout(x, memory), layout(indices, memory)
-    out = sx.functional.max_unpool2d(x, indices, 2, output_size=(H, W))
-    assert torch.equal(out, latest_wins_fast(x, indices, H, W))
-    if memory == "channels_last":
-        assert out.is_contiguous(memory_format=torch.channels_last)
+def check_large_output_and_uneven_channel_blocks():
+    """Outputs of 8 MiB or more are big: the CPU kernel streams them out of per-block buffers where they exceed a
+    quarter of the L3, and otherwise writes them in place (channels_last: one image's range of pixels per work
+    item). Over the threshold (float32) and under it (float16), with a channel count no block size divides, random
+    in-plane indices with duplicates, batches below, at and above the thread count: the rule, exactly."""
+    torch.manual_seed(0)
+    before = torch.get_num_threads()
+    try:
+        for threads in (2, 3):
+            torch.set_num_threads(threads)
+            for N in (1, 2, 3):
+                C, H, W = 37, 160, 150  # float32: 3.55 MB an image, so batch 3 (10.7 MB) is big; float16 never
+                for dtype in (torch.float32, torch.float16):
+                    for memory in ("nchw", "channels_last"):
+                        x = torch.randn(N, C, H // 2, W // 2, dtype=dtype)
+                        indices = torch.randint(0, H * W, x.shape)
+                        x, indices = layout(x, memory), layout(indices, memory)
+                        out = sx.functional.max_unpool2d(x, indices, 2, output_size=(H, W))
+                        assert torch.equal(out, latest_wins_fast(x, indices, H, W)), (threads, N, dtype, memory)
+                        if memory == "channels_last":
+                            assert out.is_contiguous(memory_format=torch.channels_last)
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("l3", [16 << 20, 1 << 30])
+def test_large_output_and_uneven_channel_blocks(l3):
+    """check_large_output_and_uneven_channel_blocks with a 16 MiB L3 (big outputs streamed) and a 1 GiB one (big
+    outputs written in place), whatever this CPU has."""
+    run_check("test_max_unpool", "check_large_output_and_uneven_channel_blocks",
+              env={"SQUEEZEAE_CPU_L3_BYTES": str(l3)})
+
+
+def test_unusable_l3_override_is_reported():
+    """A SQUEEZEAE_CPU_L3_BYTES that is not a positive number of bytes is named in a warning and ignored."""
+    code = (
+        "import torch, squeezeae_ext as sx\n"
+        "x = torch.randn(1, 3, 4, 4)\n"
+        "y, i = torch.nn.functional.max_pool2d(x, 2, return_indices=True)\n"
+        "assert torch.equal(sx.functional.max_unpool2d(y, i, 2), torch.nn.functional.max_unpool2d(y, i, 2))\n"
+        "print('ok')\n"
+    )
+    env = dict(os.environ, SQUEEZEAE_CPU_L3_BYTES="32MB")
+    done = subprocess.run([sys.executable, "-W", "always", "-c", code], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr
+    assert "SQUEEZEAE_CPU_L3_BYTES=32MB is not a positive number of bytes" in done.stderr + done.stdout
 
 
 BAD_INDEX_100 = r"Found an invalid max index: 100 \(output volumes are of size 10x10\)"

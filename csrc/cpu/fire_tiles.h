@@ -31,11 +31,8 @@
 #include <type_traits>
 #include <vector>
 
-#if defined(__unix__) || defined(__APPLE__)
-#include <unistd.h>  // sysconf: the L2 size
-#endif
-
 #include "checks.h"
+#include "cpu/caches.h"
 #include "cpu/epilogues.h"
 #include "cpu/gemm.h"
 #include "cpu/strides.h"
@@ -286,15 +283,7 @@ struct TileGrid {
 // 512 KB-1 MB of it (see make_tile_grid); with 2 MB or more (a Xeon), 384 ran 2-5% faster for the Fire and 2-17%
 // for unpool_fire on the 27x27 and 55x55 layers at batch 8 (fewer halo rows recomputed, larger GEMMs), the same
 // on the 13x13 ones and at batch 1 (in-process A/B); 768 was no better.
-inline int64_t forward_tile_pixels() {
-  static const int64_t pixels = [] {
-#if defined(_SC_LEVEL2_CACHE_SIZE)
-    if (sysconf(_SC_LEVEL2_CACHE_SIZE) >= (2L << 20)) return int64_t(384);
-#endif
-    return int64_t(192);
-  }();
-  return pixels;
-}
+inline int64_t forward_tile_pixels() { return l2_cache_bytes() >= (int64_t(2) << 20) ? 384 : 192; }
 
 // About `target_pixels` output pixels per tile: ~192 keeps a forward tile's buffers in L2 for every SqueezeNet
 // Fire, and the backward (more buffers, but a halo and weight-gradient accumulators to amortise) measured best

@@ -1,10 +1,10 @@
 // max_unpool2d on the CPU: per work item (an image's block of channels) zero-fill then scatter into a buffer
 // that stays in L2, one (n, c) plane's elements always in row-major (h, w) order so that, with duplicate
 // indices, the latest element wins whatever the thread count; then one copy to the output, streamed when the
-// output is too big for the caches. Each output element is written to memory once (a zero-fill of the whole
-// output followed by a scatter writes it twice and reads it back once). channels_last with fewer images than
-// threads splits each image's output pixels between threads instead (unpool_pixel_range). The backward is the
-// matching gather.
+// output is too big for the caches (stream_output). Each output element is written to memory once (a zero-fill
+// of the whole output followed by a scatter writes it twice and reads it back once). channels_last with fewer
+// images than threads, or with a big output that the L3 holds, gives each work item a range of one image's output
+// pixels instead (unpool_pixel_range). The backward is the matching gather.
 // Both walk sizes and strides, so any layout works; the loop order follows the memory format (planes
 // outermost for NCHW, channels innermost for channels_last).
 #include <ATen/ATen.h>
@@ -22,6 +22,7 @@
 #endif
 
 #include "checks.h"
+#include "cpu/caches.h"
 #include "cpu/epilogues.h"
 #include "cpu/strides.h"
 #include "shapes.h"
@@ -68,10 +69,21 @@ int64_t flat_position_stride(const at::Tensor& t) {
   return -1;
 }
 
-// Output bytes from which the forward writes its result with non-temporal stores: above this the output
-// cannot stay in the caches anyway, and a streamed line is written once instead of read for ownership and
-// written back. Below it, ordinary stores leave the result in cache for whatever reads it next.
-constexpr int64_t kStreamBytes = int64_t(8) << 20;
+// Output bytes from which the forward counts an output as big: big outputs are written with non-temporal
+// stores where they cannot stay in the last-level cache anyway (a streamed line is written once instead of
+// read for ownership and written back), and otherwise, in channels_last, one image's range of pixels per work
+// item (unpool_pixel_range). Below it, ordinary stores leave the result in cache for whatever reads it next.
+constexpr int64_t kBigOutputBytes = int64_t(8) << 20;
+
+// Streaming pays where the output is over a quarter of the L3 (an AMD EPYC's 32 MB per core complex: it was
+// tuned there). Where the L3 holds it many times over, ordinary stores keep it cached: on a Xeon with a 480 MB
+// L3 the batch-8 12-25 MB outputs ran 1.1-1.6x faster unstreamed, NCHW and channels_last alike (in-process A/B,
+// interleaved with F.max_unpool2d).
+bool stream_output(int64_t bytes) {
+  const int64_t l3 = cpu::l3_cache_bytes();
+  return bytes >= kBigOutputBytes && (l3 == 0 || bytes > l3 / 4);
+}
+
 // Bytes of one work item's slice of the output, built in a thread-local buffer that stays in L2 (1 MiB per
 // core here). channels_last copies a pixel's slice of channels at a time, so it wants wide slices: with
 // 55x55 planes, 768 KiB blocks (48 channels) ran 1.2x eager and 256 KiB blocks (16 channels) 0.7x.
@@ -151,7 +163,9 @@ void unpool_block(const T* in, const int64_t* idx, const Strides4& in_s, const S
   TORCH_INTERNAL_ASSERT(false, "max_unpool2d: a run reported an invalid index but holds none");
 }
 
-// channels_last with fewer images than threads: work item = one image's range of output pixels [lo, hi),
+// channels_last with fewer images than threads, or a big output kept in the caches (the channel blocks' strided
+// per-pixel writes ran 0.75-0.9x eager there on a Xeon, whole images 1.2-1.4x): work item = one image's range
+// of output pixels [lo, hi),
 // a contiguous stretch of memory that its thread alone zeroes and writes. Every item scans all of its
 // image's input and keeps the elements whose index falls in its range, so each (n, c) plane's elements still
 // land in row-major order (the latest duplicate wins) and no cache line or fresh page is shared between
@@ -216,8 +230,12 @@ at::Tensor max_unpool2d_cpu(const at::Tensor& input, const at::Tensor& indices, 
   const int64_t plane = d.out_plane(), C = d.channels;
   const int64_t* idx_ptr = indices.const_data_ptr<int64_t>();
   const int64_t threads = at::get_num_threads();
-  if (channels_inner && d.batch < threads) {
+  const bool stream = stream_output(output.nbytes());
+  const bool big_cached = output.nbytes() >= kBigOutputBytes && !stream;
+  if (channels_inner && (d.batch < threads || big_cached)) {
     // ranges of a multiple of 16 pixels: whole 64-byte cache lines for any channel count (float32)
+    // (one range per image when there are enough images: smaller ranges, each rescanning its image's input,
+    // measured no faster on 1.5-6 MB images)
     const int64_t parts = std::min<int64_t>((threads + d.batch - 1) / d.batch, plane);
     const int64_t chunk = std::min(plane, ((plane + parts - 1) / parts + 15) / 16 * 16);
     const int64_t ranges = (plane + chunk - 1) / chunk;
@@ -238,18 +256,17 @@ at::Tensor max_unpool2d_cpu(const at::Tensor& input, const at::Tensor& indices, 
     const int64_t cb = unpool_channel_block(d.batch, C, plane, sizeof(scalar_t), channels_inner);
     // Streaming builds each slice in a thread-local buffer that outlives the call: only for slices that fit
     // the block budget (a single huge plane is zeroed and scattered in place instead).
-    const bool stream = output.nbytes() >= kStreamBytes &&
-                        plane * cb * static_cast<int64_t>(sizeof(scalar_t)) <= kBlockBytesChannelsLast;
+    const bool stream_blocks = stream && plane * cb * static_cast<int64_t>(sizeof(scalar_t)) <= kBlockBytesChannelsLast;
     const int64_t blocks = (C + cb - 1) / cb;
     const scalar_t* in_ptr = input.const_data_ptr<scalar_t>();
     scalar_t* out_ptr = output.mutable_data_ptr<scalar_t>();
     at::parallel_for(0, d.batch * blocks, 1, [&](int64_t begin, int64_t end) {
       thread_local std::vector<scalar_t> buffer;
-      if (stream && static_cast<int64_t>(buffer.size()) < plane * cb) buffer.resize(plane * cb);
+      if (stream_blocks && static_cast<int64_t>(buffer.size()) < plane * cb) buffer.resize(plane * cb);
       for (int64_t item = begin; item < end; ++item) {
         const int64_t n = item / blocks, c0 = (item % blocks) * cb;
         unpool_block(in_ptr, idx_ptr, in_s, idx_s, out_ptr, out_s, n, c0, std::min(C, c0 + cb), d.in_height,
-                     d.in_width, d.out_height, d.out_width, channels_inner, stream, buffer.data());
+                     d.in_width, d.out_height, d.out_width, channels_inner, stream_blocks, buffer.data());
       }
     });
   });
