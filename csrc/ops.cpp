@@ -4,9 +4,30 @@
 #include <Python.h>
 #include <torch/library.h>
 
-// No pybind: importing squeezeae_ext._C only has to run the static TORCH_LIBRARY initialisers below.
+#include "cpu/paths.h"
+
+namespace {
+
+// _C.cpu_paths() -> dict: which CPU paths the kernels take here (see cpu/paths.h).
+PyObject* cpu_paths(PyObject*, PyObject*) {
+  const squeezeae::cpu::CpuPaths p = squeezeae::cpu::cpu_paths();
+  return Py_BuildValue("{s:s,s:s,s:L,s:L,s:L,s:L}", "gemm", p.gemm, "simd", p.simd, "l2_bytes",
+                       static_cast<long long>(p.l2_bytes), "l3_bytes", static_cast<long long>(p.l3_bytes),
+                       "forward_tile_pixels", static_cast<long long>(p.forward_tile_pixels),
+                       "max_unpool2d_stream_bytes", static_cast<long long>(p.max_unpool2d_stream_bytes));
+}
+
+PyMethodDef methods[] = {
+    {"cpu_paths", cpu_paths, METH_NOARGS, "Which CPU paths the kernels take on this machine."},
+    {nullptr, nullptr, 0, nullptr},
+};
+
+}  // namespace
+
+// No pybind: importing squeezeae_ext._C runs the static TORCH_LIBRARY initialisers below; its one function
+// reports the CPU paths.
 PyMODINIT_FUNC PyInit__C(void) {
-  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, methods};
   return PyModule_Create(&module_def);
 }
 

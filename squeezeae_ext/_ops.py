@@ -80,6 +80,14 @@ def _unpool_fire_backward_fake(
     return _fire_grads_fake(input.shape, input, squeeze_weight, expand1x1_weight, expand3x3_weight)
 
 
+def cpu_paths() -> dict:
+    """Which CPU paths the kernels take on this machine: the GEMM backend ('onednn-brgemm' or 'plain'), the SIMD
+    level of the transposes, scatters and gathers ('avx512', 'avx2', 'scalar'; SQUEEZEAE_CPU_ISA caps it), the L2
+    and L3 sizes their rules read (bytes, 0 if the OS does not say; SQUEEZEAE_CPU_L3_BYTES overrides the L3),
+    the forward tile size in output pixels, and the output size from which max_unpool2d streams (bytes)."""
+    return _C.cpu_paths()
+
+
 def has_cuda_kernels() -> bool:
     """True when this build of the extension holds the CUDA kernels (whether or not a GPU is present)."""
     return torch._C._dispatch_has_kernel_for_dispatch_key("squeezeae::fire", "CUDA")

@@ -484,6 +484,7 @@ def _git_head() -> Optional[str]:
 
 def environment(torch, device: str) -> dict:
     from . import __version__, has_cuda_kernels
+    from ._ops import cpu_paths
 
     env = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -502,6 +503,7 @@ def environment(torch, device: str) -> dict:
         "cpu_kernels": {op: torch._C._dispatch_has_kernel_for_dispatch_key(f"squeezeae::{op}", "CPU")
                         for op in OPS},
         "cuda_kernels": has_cuda_kernels(),
+        "cpu_paths": cpu_paths(),
         "device": device,
         "device_name": cpu_model(),
     }
@@ -881,7 +883,17 @@ def environment_lines(results: dict) -> List[str]:
         f"{cfg.get('row_budget_s')} s) after {cfg['warmup']} warm-up calls, variants interleaved",
         f"- measured copy bandwidth: {_fmt_num(bw.get('GBps'))} GB/s ({bw.get('method', 'n/a')})",
         f"- timing: {cfg.get('timing')}",
-    ]
+    ] + (_cpu_paths_lines(env.get("cpu_paths")) if cfg["device"] == "cpu" else [])
+
+
+def _cpu_paths_lines(paths: Optional[dict]) -> List[str]:
+    """The CPU paths line of a result file (absent from files written before they were recorded)."""
+    if not paths:
+        return []
+    mib = lambda n: f"{n / 2**20:.3g} MiB" if n else "unknown"  # noqa: E731
+    return [f"- CPU paths: GEMM {paths['gemm']}, SIMD {paths['simd']}, L2 {mib(paths['l2_bytes'])}, "
+            f"L3 {mib(paths['l3_bytes'])}, forward tiles of {paths['forward_tile_pixels']} pixels, "
+            f"max_unpool2d streams outputs from {mib(paths['max_unpool2d_stream_bytes'])}"]
 
 
 def markdown_report(results: dict, lines: List[List[str]]) -> str:

@@ -12,6 +12,8 @@ def collect() -> dict:
     import torch
 
     from . import __version__, has_cuda_kernels
+    from ._ops import cpu_paths
+    from .bench import cpu_capability, cpu_model
 
     facts = {
         "squeezeae_ext": __version__,
@@ -24,9 +26,12 @@ def collect() -> dict:
         "cuda_archs": torch.cuda.get_arch_list() if torch.cuda.is_available() else [],
         "cuda_devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
         "threads": torch.get_num_threads(),
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu_model(),
+        "cpu_capability": cpu_capability(torch),
         "cpu_count": os.cpu_count(),
     }
+    facts.update({f"cpu_{key}" if not key.startswith("max_unpool2d") else key: value
+                  for key, value in cpu_paths().items()})
     return facts
 
 

@@ -168,7 +168,7 @@ ROW_FIELDS = {"op", "name", "shape", "input_shape", "output_shape", "min_bytes",
 VARIANT_FIELDS = {"ok", "error", "median_ms", "p25_ms", "p75_ms", "iqr_ms", "iqr_rel", "min_ms", "max_ms",
                   "reps", "times_ms", "first_call_s"}
 ENV_FIELDS = {"date", "git_revision", "torch", "python", "cpu_model", "cpu_count", "threads", "device",
-              "device_name", "cpu_kernels", "cuda_kernels", "squeezeae_ext"}
+              "device_name", "cpu_kernels", "cuda_kernels", "squeezeae_ext", "cpu_paths"}
 
 
 def _bench(tmp_path, *options):
@@ -210,6 +210,8 @@ def test_cli_max_unpool2d_json(tmp_path, capsys):
     stdout = capsys.readouterr().out
     assert "max_unpool2d" in stdout and stdout.strip().splitlines()[-1].startswith("SUMMARY: fused vs eager")
     assert "squeezeae bench --op max_unpool2d" in md and "| op | layer |" in md
+    paths = results["environment"]["cpu_paths"]
+    assert f"- CPU paths: GEMM {paths['gemm']}, SIMD {paths['simd']}, L2 " in md
     path = str(tmp_path / "bench.json")
     summary = bench.summarize_files([path, path]).splitlines()
     assert summary[0].startswith("max_unpool2d float32") and "copy" in summary[0]

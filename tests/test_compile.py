@@ -1,4 +1,6 @@
 """The ops under torch.compile, torch.export and autocast, and the package's import behaviour."""
+import json
+import os
 import subprocess
 import sys
 
@@ -103,4 +105,26 @@ def test_info_command(capsys):
     from squeezeae_ext.cli import main
 
     assert main(["info"]) == 0
-    assert "cuda_kernels" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    for key in ("cuda_kernels", "cpu_capability", "cpu_gemm", "cpu_simd", "cpu_l3_bytes", "max_unpool2d_stream_bytes"):
+        assert key in out
+
+
+def test_cpu_paths_follow_the_overrides():
+    """cpu_paths() reports what the kernels read: SQUEEZEAE_CPU_ISA caps the SIMD level, SQUEEZEAE_CPU_GEMM=plain
+    the GEMM backend, SQUEEZEAE_CPU_L3_BYTES the L3 size and with it max_unpool2d's streaming threshold (8 MiB, or
+    just over a quarter of the L3 where that is more)."""
+    code = (
+        "import json, squeezeae_ext\n"
+        "from squeezeae_ext._ops import cpu_paths\n"
+        "print(json.dumps(cpu_paths()))\n"
+    )
+    cases = ((32 << 20, "scalar", (8 << 20) + 1), (1 << 30, "avx2", (1 << 28) + 1), (1 << 20, "scalar", 8 << 20))
+    for l3, isa, stream in cases:
+        env = dict(os.environ, SQUEEZEAE_CPU_L3_BYTES=str(l3), SQUEEZEAE_CPU_ISA=isa, SQUEEZEAE_CPU_GEMM="plain")
+        done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        paths = json.loads(done.stdout)
+        assert paths["l3_bytes"] == l3 and paths["max_unpool2d_stream_bytes"] == stream
+        assert paths["gemm"] == "plain" and paths["simd"] in ((isa,) if isa == "scalar" else ("avx2", "scalar"))
+        assert paths["forward_tile_pixels"] in (192, 384) and paths["l2_bytes"] >= 0

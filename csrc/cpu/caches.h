@@ -34,7 +34,8 @@ inline int64_t l3_cache_bytes() {
       char* end = nullptr;
       const long long value = std::strtoll(forced, &end, 10);
       if (end != forced && *end == '\0' && value > 0) return static_cast<int64_t>(value);
-      TORCH_WARN("SQUEEZEAE_CPU_L3_BYTES=", forced, " is not a positive number of bytes: using the L3 size the OS reports");
+      TORCH_WARN("SQUEEZEAE_CPU_L3_BYTES=", forced,
+                 " is not a positive number of bytes: using the L3 size the OS reports");
     }
 #if defined(_SC_LEVEL3_CACHE_SIZE)
     const long value = sysconf(_SC_LEVEL3_CACHE_SIZE);

@@ -24,6 +24,7 @@
 #include "checks.h"
 #include "cpu/caches.h"
 #include "cpu/epilogues.h"
+#include "cpu/paths.h"
 #include "cpu/strides.h"
 #include "shapes.h"
 
@@ -79,10 +80,7 @@ constexpr int64_t kBigOutputBytes = int64_t(8) << 20;
 // tuned there). Where the L3 holds it many times over, ordinary stores keep it cached: on a Xeon with a 480 MB
 // L3 the batch-8 12-25 MB outputs ran 1.1-1.6x faster unstreamed, NCHW and channels_last alike (in-process A/B,
 // interleaved with F.max_unpool2d).
-bool stream_output(int64_t bytes) {
-  const int64_t l3 = cpu::l3_cache_bytes();
-  return bytes >= kBigOutputBytes && (l3 == 0 || bytes > l3 / 4);
-}
+bool stream_output(int64_t bytes) { return bytes >= cpu::max_unpool2d_stream_bytes(); }
 
 // Bytes of one work item's slice of the output, built in a thread-local buffer that stays in L2 (1 MiB per
 // core here). channels_last copies a pixel's slice of channels at a time, so it wants wide slices: with
@@ -336,6 +334,15 @@ at::Tensor max_unpool2d_backward_cpu(const at::Tensor& grad_output, const at::Te
 }
 
 }  // namespace
+
+namespace cpu {
+
+int64_t max_unpool2d_stream_bytes() {
+  const int64_t l3 = l3_cache_bytes();
+  return std::max(kBigOutputBytes, l3 / 4 + 1);
+}
+
+}  // namespace cpu
 
 TORCH_LIBRARY_IMPL(squeezeae, CPU, m) {
   m.impl("max_unpool2d", &max_unpool2d_cpu);

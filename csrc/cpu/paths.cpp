@@ -1,0 +1,18 @@
+#include "cpu/paths.h"
+
+#include "cpu/caches.h"
+#include "cpu/epilogues.h"
+#include "cpu/fire_tiles.h"
+#include "cpu/gemm.h"
+
+namespace squeezeae {
+namespace cpu {
+
+CpuPaths cpu_paths() {
+  const int width = transpose_simd_width();
+  return CpuPaths{cpu_gemm_backend(), width == 16 ? "avx512" : width == 8 ? "avx2" : "scalar", l2_cache_bytes(),
+                  l3_cache_bytes(), forward_tile_pixels(), max_unpool2d_stream_bytes()};
+}
+
+}  // namespace cpu
+}  // namespace squeezeae
