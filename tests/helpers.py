@@ -75,3 +75,12 @@ def run_check(module, function, isa=None, env=None):
     done = subprocess.run([sys.executable, "-c", code, os.path.dirname(os.path.abspath(__file__))], env=env,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+
+
+def run_python(code, **env):
+    """Runs `code` in a fresh Python, warnings always shown, with the variables of `env` set (the kernels read
+    them once per process); asserts it printed 'ok' last and returns all it printed."""
+    done = subprocess.run([sys.executable, "-W", "always", "-c", code], env=dict(os.environ, **env),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr
+    return done.stdout + done.stderr

@@ -1,14 +1,10 @@
 """squeezeae::max_unpool2d: F.max_unpool2d semantics, the duplicate-index rule, gradients, layouts."""
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
 import torch.nn.functional as F
 
 import squeezeae_ext as sx
-from helpers import layout, pooled_input, run_check
+from helpers import layout, pooled_input, run_check, run_python
 
 
 def latest_wins(values, indices, out_h, out_w):
@@ -106,11 +102,8 @@ def test_unusable_l3_override_is_reported():
         "assert torch.equal(sx.functional.max_unpool2d(y, i, 2), torch.nn.functional.max_unpool2d(y, i, 2))\n"
         "print('ok')\n"
     )
-    env = dict(os.environ, SQUEEZEAE_CPU_L3_BYTES="32MB")
-    done = subprocess.run([sys.executable, "-W", "always", "-c", code], env=env, capture_output=True, text=True,
-                          timeout=120)
-    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr
-    assert "SQUEEZEAE_CPU_L3_BYTES=32MB is not a positive number of bytes" in done.stderr + done.stdout
+    assert "SQUEEZEAE_CPU_L3_BYTES=32MB is not a positive number of bytes" in run_python(
+        code, SQUEEZEAE_CPU_L3_BYTES="32MB")
 
 
 BAD_INDEX_100 = r"Found an invalid max index: 100 \(output volumes are of size 10x10\)"

@@ -13,19 +13,30 @@
 namespace squeezeae {
 namespace cpu {
 
-// Bytes of the level-2 / level-3 data cache of one core (the L3 as shared by the cores that see it), or 0
-// where the OS does not say.
-inline int64_t l2_cache_bytes() {
-  static const int64_t bytes = [] {
-#if defined(_SC_LEVEL2_CACHE_SIZE)
-    const long value = sysconf(_SC_LEVEL2_CACHE_SIZE);
-    if (value > 0) return static_cast<int64_t>(value);
+// sysconf(name) in bytes, 0 where the OS does not say; name is -1 where this platform has no such query.
+inline int64_t sysconf_bytes(int name) {
+#if defined(__unix__) || defined(__APPLE__)
+  const long value = name < 0 ? -1 : sysconf(name);
+  return value > 0 ? static_cast<int64_t>(value) : 0;
+#else
+  (void)name;
+  return 0;
 #endif
-    return int64_t(0);
-  }();
+}
+
+#if defined(_SC_LEVEL2_CACHE_SIZE) && defined(_SC_LEVEL3_CACHE_SIZE)
+constexpr int kL2Query = _SC_LEVEL2_CACHE_SIZE, kL3Query = _SC_LEVEL3_CACHE_SIZE;
+#else
+constexpr int kL2Query = -1, kL3Query = -1;
+#endif
+
+// Bytes of the level-2 data cache of one core, or 0 where the OS does not say.
+inline int64_t l2_cache_bytes() {
+  static const int64_t bytes = sysconf_bytes(kL2Query);
   return bytes;
 }
 
+// Bytes of the L3 (as shared by the cores that see it), or 0 where the OS does not say.
 // SQUEEZEAE_CPU_L3_BYTES=<bytes> stands in for the L3 size the OS reports (to test the paths it selects on any
 // machine, or to model another one); a value that is not a positive integer is reported once and ignored.
 inline int64_t l3_cache_bytes() {
@@ -37,11 +48,7 @@ inline int64_t l3_cache_bytes() {
       TORCH_WARN("SQUEEZEAE_CPU_L3_BYTES=", forced,
                  " is not a positive number of bytes: using the L3 size the OS reports");
     }
-#if defined(_SC_LEVEL3_CACHE_SIZE)
-    const long value = sysconf(_SC_LEVEL3_CACHE_SIZE);
-    if (value > 0) return static_cast<int64_t>(value);
-#endif
-    return int64_t(0);
+    return sysconf_bytes(kL3Query);
   }();
   return bytes;
 }
