@@ -110,14 +110,16 @@ BAD_INDEX_100 = r"Found an invalid max index: 100 \(output volumes are of size 1
 
 
 def check_channels_last_pixel_ranges():
-    """channels_last with fewer images than threads splits each image's output pixels between the threads and
-    has every thread scan all of the image's input (SIMD compares and scatters for float32): same rule."""
+    """channels_last with few images per thread splits each image's output pixels into ranges (odd batches into
+    as many as even out the threads) and has every range scan all of the image's input (SIMD compares and
+    scatters for float32): same rule."""
     torch.manual_seed(0)
     before = torch.get_num_threads()
     try:
         for threads in (2, 3):
             torch.set_num_threads(threads)
-            for N, C, H, W in ((1, 5, 12, 11), (1, 37, 9, 14), (2, 64, 13, 13), (1, 19, 1, 40)):
+            for N, C, H, W in ((1, 5, 12, 11), (1, 37, 9, 14), (2, 64, 13, 13), (1, 19, 1, 40), (3, 21, 10, 9),
+                               (5, 8, 7, 12)):
                 for dtype in (torch.float32, torch.float64):
                     x = torch.randn(N, C, (H + 1) // 2, (W + 1) // 2, dtype=dtype)
                     x = x.contiguous(memory_format=torch.channels_last)

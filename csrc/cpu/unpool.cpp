@@ -3,8 +3,9 @@
 // indices, the latest element wins whatever the thread count; then one copy to the output, streamed when the
 // output is too big for the caches (stream_output). Each output element is written to memory once (a zero-fill
 // of the whole output followed by a scatter writes it twice and reads it back once). channels_last with fewer
-// images than threads, or with a big output that the L3 holds, gives each work item a range of one image's output
-// pixels instead (unpool_pixel_range). The backward is the matching gather.
+// images than twice the threads, with images of half an L2 or more, or with a big output that the L3 holds, gives
+// each work item a range of one image's output pixels instead (unpool_pixel_range). The backward is the matching
+// gather.
 // Both walk sizes and strides, so any layout works; the loop order follows the memory format (planes
 // outermost for NCHW, channels innermost for channels_last).
 #include <ATen/ATen.h>
@@ -161,10 +162,9 @@ void unpool_block(const T* in, const int64_t* idx, const Strides4& in_s, const S
   TORCH_INTERNAL_ASSERT(false, "max_unpool2d: a run reported an invalid index but holds none");
 }
 
-// channels_last with fewer images than threads, or a big output kept in the caches (the channel blocks' strided
-// per-pixel writes ran 0.75-0.9x eager there on a Xeon, whole images 1.2-1.4x): work item = one image's range
-// of output pixels [lo, hi),
-// a contiguous stretch of memory that its thread alone zeroes and writes. Every item scans all of its
+// channels_last with few images per thread, big images, or a big output kept in the caches (see
+// max_unpool2d_cpu): work item = one image's range of output pixels [lo, hi), a contiguous stretch of memory
+// that its thread alone zeroes and writes. Every item scans all of its
 // image's input and keeps the elements whose index falls in its range, so each (n, c) plane's elements still
 // land in row-major order (the latest duplicate wins) and no cache line or fresh page is shared between
 // threads. Splitting the channels instead puts both threads' writes in every line and every page of the
@@ -201,6 +201,20 @@ void unpool_pixel_range(const T* in, const int64_t* idx, const Strides4& in_s, c
     }
 }
 
+// Pixel ranges per image for unpool_pixel_range: enough for every thread to have one, and up to twice that
+// where more even out the rounds of work items over the threads (an odd batch on 2 threads: 2 per image, each
+// rescanning its image's input, instead of a 2:1 imbalance); otherwise as few as that (smaller ranges
+// measured no faster on 1.5-6 MB images).
+int64_t ranges_per_image(int64_t images, int64_t threads) {
+  const int64_t least = (threads + images - 1) / images;
+  int64_t best = least, best_rounds = (images * least + threads - 1) / threads;
+  for (int64_t parts = least + 1; parts <= 2 * least; ++parts) {
+    const int64_t rounds = (images * parts + threads - 1) / threads;  // each round: 1 / parts of an image
+    if (rounds * best < best_rounds * parts) best = parts, best_rounds = rounds;
+  }
+  return best;
+}
+
 // Channels per work item: as many as keep the item's output slice within kBlockBytes, fewer when that would
 // leave threads idle; whole cache lines of a channels_last pixel where the channel count allows.
 int64_t unpool_channel_block(int64_t N, int64_t C, int64_t plane, int64_t element_size, bool channels_inner) {
@@ -230,11 +244,15 @@ at::Tensor max_unpool2d_cpu(const at::Tensor& input, const at::Tensor& indices, 
   const int64_t threads = at::get_num_threads();
   const bool stream = stream_output(output.nbytes());
   const bool big_cached = output.nbytes() >= kBigOutputBytes && !stream;
-  if (channels_inner && (d.batch < threads || big_cached)) {
+  // channels_last takes pixel ranges with few images per thread, with images of half an L2 or more, and with
+  // big outputs the L3 keeps; channel blocks otherwise. On the 2-core Xeon, against F.max_unpool2d at batch 1-8
+  // (in-process, rotating order): channel blocks ran 0.68-0.78x at batch 3 and at batch 2-5 with 1.5 MB
+  // images, pixel ranges 1.04-1.2x there; elsewhere they were level (batch 4-8 with 0.35-0.75 MB images,
+  // channel blocks 1.1-1.35x).
+  const int64_t image_bytes = plane * C * static_cast<int64_t>(input.element_size()), l2 = cpu::l2_cache_bytes();
+  if (channels_inner && (d.batch < 2 * threads || big_cached || (l2 > 0 && 2 * image_bytes >= l2))) {
     // ranges of a multiple of 16 pixels: whole 64-byte cache lines for any channel count (float32)
-    // (one range per image when there are enough images: smaller ranges, each rescanning its image's input,
-    // measured no faster on 1.5-6 MB images)
-    const int64_t parts = std::min<int64_t>((threads + d.batch - 1) / d.batch, plane);
+    const int64_t parts = std::min(ranges_per_image(d.batch, threads), plane);
     const int64_t chunk = std::min(plane, ((plane + parts - 1) / parts + 15) / 16 * 16);
     const int64_t ranges = (plane + chunk - 1) / chunk;
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "max_unpool2d_cpu", [&] {
