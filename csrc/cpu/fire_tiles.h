@@ -289,8 +289,8 @@ inline int64_t forward_tile_pixels() { return l2_cache_bytes() >= (int64_t(2) <<
 // Fire, and the backward (more buffers, but a halo and weight-gradient accumulators to amortise) measured best
 // near 384. More, smaller bands when that would leave a thread idle (batch 1 on the 13x13 layers), and in the
 // forward a tile count that the threads share evenly where that costs at most a few more bands.
-// The backward passes a fixed `min_tiles` instead of deriving it from the thread count: its tiling decides
-// how weight gradients are summed, and that must not change with the number of threads.
+// The backward passes a fixed `min_tiles` (kBackwardMinTiles) instead of deriving it from the thread count: its
+// tiling decides how weight gradients are summed, and that must not change with the number of threads.
 inline TileGrid make_tile_grid(int64_t batch, int64_t height, int64_t width, int64_t target_pixels = 192,
                                int64_t min_tiles = 0) {
   TileGrid g;
@@ -318,6 +318,13 @@ inline TileGrid make_tile_grid(int64_t batch, int64_t height, int64_t width, int
   g.rows = (height + g.tiles_per_image - 1) / g.tiles_per_image;
   return g;
 }
+
+// The backward's least tile count, whatever the thread count (see make_tile_grid): every tile writes a full set
+// of weight-gradient partial sums and runs their GEMMs with K = its pixels, so small tiles cost more than they
+// spread. At 8 (bands of 2 rows at batch 1 on 13x13), the batch-1 fwd+bwd of fire8/fire9 ran 0.6-1.0x eager
+// on a 2-core Xeon; at 4, 1.1-1.25x (and fire4/fire6 1.5-1.7x, from 1.2-1.5x), still 4 tiles for 4 threads;
+// at 2, 1.25-1.3x on 2 threads but half of a 4-core machine idle.
+constexpr int64_t kBackwardMinTiles = 4;
 
 // A thread's scratch buffers, kept across calls (grow-only) so a call pays neither allocation nor page faults
 // nor zero-filling: every tile writes what it reads. At most a few MB per thread for SqueezeNet's shapes.
