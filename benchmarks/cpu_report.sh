@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The CPU results: squeezeae bench for every op (squeezenet1_1 shapes, 224 input, float32) at batch 1 and 8,
-# NCHW and channels_last, forward and (batch 8) forward+backward, plus the whole squeezenet1_1 before/after
+# NCHW and channels_last, forward and forward+backward, plus the whole squeezenet1_1 before/after
 # convert(), writing JSON + markdown per run into OUT_DIR (default benchmarks/results), named by CPU and SIMD level.
 #
 #   bash benchmarks/cpu_report.sh [OUT_DIR]
@@ -46,6 +46,8 @@ run fp32-b1-nchw --op all --batch 1 --layout nchw
 run fp32-b1-channels_last --op all --batch 1 --layout channels_last
 run fp32-b8-nchw --op all --batch 8 --layout nchw
 run fp32-b8-channels_last --op all --batch 8 --layout channels_last
+run fp32-b1-nchw-backward --op all --batch 1 --layout nchw --backward
+run fp32-b1-channels_last-backward --op all --batch 1 --layout channels_last --backward
 run fp32-b8-nchw-backward --op all --batch 8 --layout nchw --backward
 run fp32-b8-channels_last-backward --op all --batch 8 --layout channels_last --backward
 run model-fp32-channels_last --model squeezenet1_1 --batch 8 --layout channels_last
