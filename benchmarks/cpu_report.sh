@@ -9,6 +9,11 @@
 # for the 1-minute load average to fall under MAX_LOAD (default 1.5), up to WAIT_S seconds in all (default
 # 600; after that runs start anyway), and each JSON records the load average at its start. THREADS (default 2)
 # sets torch's thread count.
+#
+#   SWEEP="2 3 4 5" bash benchmarks/cpu_report.sh [OUT_DIR]
+#
+# runs the batch sweep instead: every op at each of those batches, both layouts, forward and forward+backward,
+# into OUT_DIR/batch-sweep/ (kept out of the main files' summary), for the batches the report does not cover.
 set -u -o pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-benchmarks/results}
@@ -41,6 +46,20 @@ run() {  # run NAME OPTIONS...
     $PY -m squeezeae_ext bench --device cpu --threads "$THREADS" --quiet \
         --json "$OUT/cpu-$cpu-$name.json" --markdown "$OUT/cpu-$cpu-$name.md" "$@" | tail -n 4 || FAILED=1
 }
+
+if [ -n "${SWEEP:-}" ]; then
+    OUT="$OUT/batch-sweep"
+    mkdir -p "$OUT"
+    for batch in $SWEEP; do
+        for layout in nchw channels_last; do
+            run "fp32-b$batch-$layout" --op all --batch "$batch" --layout "$layout"
+            run "fp32-b$batch-$layout-backward" --op all --batch "$batch" --layout "$layout" --backward
+        done
+    done
+    echo
+    $PY -m squeezeae_ext.bench --summarize "$OUT"/cpu-"$cpu"-*.json
+    exit "$FAILED"
+fi
 
 run fp32-b1-nchw --op all --batch 1 --layout nchw
 run fp32-b1-channels_last --op all --batch 1 --layout channels_last
