@@ -348,6 +348,26 @@ class Scratch {
   int64_t sizes_[kSlots] = {};
 };
 
+// Buffers that live for one call, on the calling thread: the backward's weight-gradient partial sums, their
+// total and the unpacking's staging. Kept across calls (grow-only, per slot) up to kCallScratchBytes, so that
+// a call does not take fresh pages for them every time: a page first touched costs ~1 us on these VMs, and a
+// batch-3 13x13 Fire backward took ~1,300 of them in one call out of three (2.5 ms calls became 3.6-4.1 ms),
+// from glibc mapping and unmapping its 5 MB of partial sums. A whole converted squeezenet1_1 training step, batch
+// 1-8, took 30-40% fewer page faults and ran 2-6% faster (in-process A/B on a Xeon). Larger requests get a
+// fresh tensor. The tensor returned does not own its memory: it must not outlive the call.
+enum class CallSlot { kPartial, kTotal, kStaging, kCount };
+constexpr int64_t kCallScratchBytes = int64_t(16) << 20;
+
+template <typename T>
+at::Tensor call_scratch(CallSlot slot, int64_t count) {
+  const auto options = at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);
+  if (count * static_cast<int64_t>(sizeof(T)) > kCallScratchBytes) return at::empty({count}, options);
+  thread_local std::vector<T> buffers[static_cast<int>(CallSlot::kCount)];
+  std::vector<T>& buffer = buffers[static_cast<int>(slot)];
+  if (static_cast<int64_t>(buffer.size()) < count) buffer.resize(count);
+  return at::from_blob(buffer.data(), {count}, options);
+}
+
 template <typename acc_t>
 struct TileBuffers {
   using S_ = Scratch<acc_t>;
@@ -579,7 +599,7 @@ at::Tensor fire_backward(const FireWeights<acc_t>& w, const TileGrid& g, const T
   const int64_t chunks = std::min<int64_t>(kChunks, g.tiles());
   if (chunks == 0) return at::zeros({size}, at::TensorOptions().dtype(dtype));
   // A chunk's weight blocks are written by its first tile (GradParts::fresh); only its bias sums start at zero.
-  at::Tensor partial = at::empty({chunks, size}, at::TensorOptions().dtype(dtype));
+  at::Tensor partial = call_scratch<acc_t>(CallSlot::kPartial, chunks * size);
   acc_t* partial_ptr = partial.mutable_data_ptr<acc_t>();
   at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
     TileBuffers<acc_t> buf(g, w.C, w.S, w.E(), /*backward=*/true);
@@ -597,7 +617,7 @@ at::Tensor fire_backward(const FireWeights<acc_t>& w, const TileGrid& g, const T
   });
   // Chunk 0 + chunk 1 + ... in that order for every element, a block of elements at a time so the adds
   // vectorise.
-  at::Tensor total = at::empty({size}, at::TensorOptions().dtype(dtype));
+  at::Tensor total = call_scratch<acc_t>(CallSlot::kTotal, size);  // unpack_weight_grads copies out of it
   acc_t* total_ptr = total.mutable_data_ptr<acc_t>();
   at::parallel_for(0, size, 4096, [&](int64_t begin, int64_t end) {
     acc_t* __restrict__ out = total_ptr + begin;
@@ -640,7 +660,7 @@ std::vector<at::Tensor> unpack_weight_grads_as(const at::Tensor& flat, const Fir
   at::Tensor by_tap;
   const T* rows = expand3x3;
   if (!planar) {
-    by_tap = at::empty({9 * taps}, options);
+    by_tap = call_scratch<T>(CallSlot::kStaging, 9 * taps);
     T* dst = by_tap.mutable_data_ptr<T>();
     at::parallel_for(0, 9, 1, [&](int64_t t0, int64_t t1) {
       for (int64_t t = t0; t < t1; ++t) transpose(expand3x3 + t * taps, S, E3, E3, dst + t * taps, S);
