@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The CPU results: squeezeae bench for every op (squeezenet1_1 shapes, 224 input, float32) at batch 1 and 8,
-# NCHW and channels_last, forward and forward+backward, plus the whole squeezenet1_1 before/after
-# convert(), writing JSON + markdown per run into OUT_DIR (default benchmarks/results), named by CPU and SIMD level.
+# NCHW and channels_last, forward and forward+backward, plus the whole squeezenet1_1 before/after convert()
+# (forward, and a training step's forward+backward), writing JSON + markdown per run into OUT_DIR (default
+# benchmarks/results), named by CPU and SIMD level.
 #
 #   bash benchmarks/cpu_report.sh [OUT_DIR]
 #
@@ -71,6 +72,8 @@ run fp32-b8-nchw-backward --op all --batch 8 --layout nchw --backward
 run fp32-b8-channels_last-backward --op all --batch 8 --layout channels_last --backward
 run model-fp32-channels_last --model squeezenet1_1 --batch 8 --layout channels_last
 run model-fp32-nchw --model squeezenet1_1 --batch 8 --layout nchw
+run model-fp32-channels_last-backward --model squeezenet1_1 --batch 8 --layout channels_last --backward
+run model-fp32-nchw-backward --model squeezenet1_1 --batch 8 --layout nchw --backward
 
 echo
 $PY -m squeezeae_ext.bench --summarize "$OUT"/cpu-"$cpu"-*.json

@@ -55,7 +55,9 @@ COUNTING = {
         "2 x multiply-adds of the three convolutions (squeeze 1x1, expand 1x1, expand 3x3, dense, at the "
         "Fire's spatial size; bias and ReLU not counted; for unpool_fire the convolutions run on the unpooled "
         "size). Forward+backward counts forward + squeeze recomputed in backward + data gradients + weight "
-        "gradients of all three convolutions = 2 x (3 x MACs + squeeze MACs). max_unpool2d has no FLOPs."
+        "gradients of all three convolutions = 2 x (3 x MACs + squeeze MACs). max_unpool2d has no FLOPs. "
+        "Model rows: 2 x multiply-adds of every convolution; forward+backward adds the weight gradients of all "
+        "of them and the data gradients of all but the first (the images need none)."
     ),
 }
 
@@ -651,8 +653,9 @@ def build_row(torch, op: str, shape: FireShape, batch: int, dtype, device: str, 
     return Row(op, shape.name, description, in_shape, out_shape, nbytes, flops, variants)
 
 
-def model_flops(version: str, batch: int, size: int) -> int:
-    """2 x MACs of every convolution of SqueezeNet ``version`` on a batch of size x size images."""
+def model_flops(version: str, batch: int, size: int, backward: bool = False) -> int:
+    """2 x MACs of every convolution of SqueezeNet ``version`` on a batch of size x size images; with
+    ``backward``, plus the weight gradients of every convolution and the data gradients of all but the first."""
     import torch
     from torch import nn
 
@@ -660,24 +663,29 @@ def model_flops(version: str, batch: int, size: int) -> int:
 
     with torch.device("meta"):
         model = SqueezeNet(version.replace("squeezenet", "").lstrip("_"))
-    macs = 0
+    per_conv = []
     hw = {"size": (size, size)}
 
     def hook(module, inputs, output):
-        nonlocal macs
         k = module.kernel_size[0] * module.kernel_size[1]
-        macs += output.numel() * module.in_channels * k // module.groups
+        per_conv.append(output.numel() * module.in_channels * k // module.groups)
 
     handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d)]
     with torch.no_grad():
         model.eval()(torch.empty(batch, 3, *hw["size"], device="meta"))
     for handle in handles:
         handle.remove()
+    macs = sum(per_conv)
+    if backward:  # weight gradients of every convolution, data gradients of all but the first (run first)
+        macs += sum(per_conv) + sum(per_conv[1:])
     return 2 * macs
 
 
 def build_model_rows(torch, version: str, batches: Sequence[int], size: int, dtype, device, layout,
-                     with_compile: bool) -> List[Row]:
+                     with_compile: bool, backward: bool = False) -> List[Row]:
+    """The whole network before and after convert(), per batch: its forward under no_grad, or with ``backward``
+    a training step's forward and backward (the parameters' gradients for a random output gradient; eval mode,
+    so dropout is off and both models compute the same thing)."""
     from .convert import convert
     from .squeezenet import SqueezeNet
 
@@ -692,7 +700,13 @@ def build_model_rows(torch, version: str, batches: Sequence[int], size: int, dty
     for batch in batches:
         x = _activation(torch, (batch, 3, size, size), dtype, device, layout)
 
-        def bind(m, x=x):
+        grad = torch.randn(batch, model.num_classes, device=device, dtype=dtype) if backward else None
+
+        def bind(m, x=x, grad=grad):
+            if backward:
+                params = [p for p in m.parameters() if p.requires_grad]
+                return lambda: torch.autograd.grad(m(x), params, grad)
+
             def call():
                 with torch.no_grad():
                     return m(x)
@@ -702,7 +716,7 @@ def build_model_rows(torch, version: str, batches: Sequence[int], size: int, dty
         if compiled_model is not None:
             variants.append(Variant("compiled", bind(compiled_model)))
         rows.append(Row("model", f"{version} b{batch}", {"N": batch, "H": size, "W": size}, [batch, 3, size, size],
-                        [batch, model.num_classes], None, model_flops(version, batch, size), variants))
+                        [batch, model.num_classes], None, model_flops(version, batch, size, backward), variants))
     return rows
 
 
@@ -1111,7 +1125,7 @@ def _run(args) -> int:
     try:
         if args.model:
             work = [(row, None) for row in build_model_rows(torch, args.model, batches, args.size, dtype, device,
-                                                            layout, args.compile)]
+                                                            layout, args.compile, args.backward)]
         else:
             work = [(None, item) for item in plan]
         for row, item in work:

@@ -252,6 +252,23 @@ def test_cli_model_mode(tmp_path):
         assert r["variants"]["fused"]["ok"] and r["variants"]["eager"]["ok"] and r["min_flops"] > 0
 
 
+def test_cli_model_mode_backward(tmp_path):
+    """--model with --backward times a training step's forward and backward of the whole network."""
+    rc, results, _ = _bench(tmp_path, "--model", "squeezenet1_1", "--size", "48", "--backward")
+    assert rc == 0 and results["config"]["backward"]
+    for r, batch in zip(results["rows"], (1, 2)):
+        assert r["variants"]["fused"]["ok"] and r["variants"]["eager"]["ok"], r["variants"]
+        assert r["min_flops"] == bench.model_flops("squeezenet1_1", batch, 48, backward=True)
+
+
+def test_model_flops_backward_by_hand():
+    """Forward: 2 x MACs of every convolution; forward+backward: + weight gradients of all, data gradients of
+    all but the first. At 32x32 input squeezenet1_1's first conv (3->64, 3x3, stride 2) gives 15x15 outputs."""
+    forward = bench.model_flops("squeezenet1_1", 1, 32)
+    first = 2 * 64 * 15 * 15 * 3 * 9
+    assert bench.model_flops("squeezenet1_1", 1, 32, backward=True) == 3 * forward - first
+
+
 def test_cli_rejects_bad_shapes(capsys):
     assert main(["bench", "--shapes", "1,2,3", "--quiet"]) == 2
     assert "--shapes" in capsys.readouterr().err
