@@ -1,6 +1,5 @@
 """The ops under torch.compile, torch.export and autocast, and the package's import behaviour."""
 import json
-import os
 import subprocess
 import sys
 
@@ -9,7 +8,7 @@ import torch
 
 import squeezeae_ext as sx
 from squeezeae_ext import reference
-from helpers import fire_weights, pooled_input
+from helpers import fire_weights, pooled_input, run_python
 
 
 class Decoder(torch.nn.Module):
@@ -106,7 +105,8 @@ def test_info_command(capsys):
 
     assert main(["info"]) == 0
     out = capsys.readouterr().out
-    for key in ("cuda_kernels", "cpu_capability", "cpu_gemm", "cpu_simd", "cpu_l3_bytes", "max_unpool2d_stream_bytes"):
+    keys = ("cuda_kernels", "cpu_capability", "cpu_gemm", "cpu_simd", "cpu_l3_bytes", "max_unpool2d_stream_bytes")
+    for key in keys:
         assert key in out
 
 
@@ -118,13 +118,12 @@ def test_cpu_paths_follow_the_overrides():
         "import json, squeezeae_ext\n"
         "from squeezeae_ext._ops import cpu_paths\n"
         "print(json.dumps(cpu_paths()))\n"
+        "print('ok')\n"
     )
     cases = ((32 << 20, "scalar", (8 << 20) + 1), (1 << 30, "avx2", (1 << 28) + 1), (1 << 20, "scalar", 8 << 20))
     for l3, isa, stream in cases:
-        env = dict(os.environ, SQUEEZEAE_CPU_L3_BYTES=str(l3), SQUEEZEAE_CPU_ISA=isa, SQUEEZEAE_CPU_GEMM="plain")
-        done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
-        assert done.returncode == 0, done.stderr
-        paths = json.loads(done.stdout)
+        printed = run_python(code, SQUEEZEAE_CPU_L3_BYTES=str(l3), SQUEEZEAE_CPU_ISA=isa, SQUEEZEAE_CPU_GEMM="plain")
+        paths = json.loads(printed.splitlines()[0])
         assert paths["l3_bytes"] == l3 and paths["max_unpool2d_stream_bytes"] == stream
         assert paths["gemm"] == "plain" and paths["simd"] in ((isa,) if isa == "scalar" else ("avx2", "scalar"))
         assert paths["forward_tile_pixels"] in (192, 384) and paths["l2_bytes"] >= 0

@@ -1,7 +1,7 @@
 // max_unpool2d on the CPU: per work item (an image's block of channels) zero-fill then scatter into a buffer
 // that stays in L2, one (n, c) plane's elements always in row-major (h, w) order so that, with duplicate
 // indices, the latest element wins whatever the thread count; then one copy to the output, streamed when the
-// output is too big for the caches (stream_output). Each output element is written to memory once (a zero-fill
+// output is too big for the caches (max_unpool2d_stream_bytes). Each output element is written to memory once (a zero-fill
 // of the whole output followed by a scatter writes it twice and reads it back once). channels_last with fewer
 // images than twice the threads, with images of half an L2 or more, or with a big output that the L3 holds, gives
 // each work item a range of one image's output pixels instead (unpool_pixel_range). The backward is the matching
@@ -76,12 +76,6 @@ int64_t flat_position_stride(const at::Tensor& t) {
 // read for ownership and written back), and otherwise, in channels_last, one image's range of pixels per work
 // item (unpool_pixel_range). Below it, ordinary stores leave the result in cache for whatever reads it next.
 constexpr int64_t kBigOutputBytes = int64_t(8) << 20;
-
-// Streaming pays where the output is over a quarter of the L3 (an AMD EPYC's 32 MB per core complex: it was
-// tuned there). Where the L3 holds it many times over, ordinary stores keep it cached: on a Xeon with a 480 MB
-// L3 the batch-8 12-25 MB outputs ran 1.1-1.6x faster unstreamed, NCHW and channels_last alike (in-process A/B,
-// interleaved with F.max_unpool2d).
-bool stream_output(int64_t bytes) { return bytes >= cpu::max_unpool2d_stream_bytes(); }
 
 // Bytes of one work item's slice of the output, built in a thread-local buffer that stays in L2 (1 MiB per
 // core here). channels_last copies a pixel's slice of channels at a time, so it wants wide slices: with
@@ -242,7 +236,7 @@ at::Tensor max_unpool2d_cpu(const at::Tensor& input, const at::Tensor& indices, 
   const int64_t plane = d.out_plane(), C = d.channels;
   const int64_t* idx_ptr = indices.const_data_ptr<int64_t>();
   const int64_t threads = at::get_num_threads();
-  const bool stream = stream_output(output.nbytes());
+  const bool stream = output.nbytes() >= cpu::max_unpool2d_stream_bytes();
   const bool big_cached = output.nbytes() >= kBigOutputBytes && !stream;
   // channels_last takes pixel ranges with few images per thread, with images of half an L2 or more, and with
   // big outputs the L3 keeps; channel blocks otherwise. On the 2-core Xeon, against F.max_unpool2d at batch 1-8
@@ -272,7 +266,8 @@ at::Tensor max_unpool2d_cpu(const at::Tensor& input, const at::Tensor& indices, 
     const int64_t cb = unpool_channel_block(d.batch, C, plane, sizeof(scalar_t), channels_inner);
     // Streaming builds each slice in a thread-local buffer that outlives the call: only for slices that fit
     // the block budget (a single huge plane is zeroed and scattered in place instead).
-    const bool stream_blocks = stream && plane * cb * static_cast<int64_t>(sizeof(scalar_t)) <= kBlockBytesChannelsLast;
+    const bool stream_blocks =
+        stream && plane * cb * static_cast<int64_t>(sizeof(scalar_t)) <= kBlockBytesChannelsLast;
     const int64_t blocks = (C + cb - 1) / cb;
     const scalar_t* in_ptr = input.const_data_ptr<scalar_t>();
     scalar_t* out_ptr = output.mutable_data_ptr<scalar_t>();
@@ -355,6 +350,10 @@ at::Tensor max_unpool2d_backward_cpu(const at::Tensor& grad_output, const at::Te
 
 namespace cpu {
 
+// Streaming pays where the output is over a quarter of the L3 (an AMD EPYC's 32 MB per core complex: it was
+// tuned there), and is big. Where the L3 holds it many times over, ordinary stores keep it cached: on a Xeon with
+// a 480 MB L3 the batch-8 12-25 MB outputs ran 1.1-1.6x faster unstreamed, NCHW and channels_last alike
+// (in-process A/B, interleaved with F.max_unpool2d).
 int64_t max_unpool2d_stream_bytes() {
   const int64_t l3 = l3_cache_bytes();
   return std::max(kBigOutputBytes, l3 / 4 + 1);
