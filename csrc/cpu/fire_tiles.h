@@ -327,12 +327,13 @@ inline TileGrid make_tile_grid(int64_t batch, int64_t height, int64_t width, int
 constexpr int64_t kBackwardMinTiles = 4;
 
 // A thread's scratch buffers, kept across calls (grow-only) so a call pays neither allocation nor page faults
-// nor zero-filling: every tile writes what it reads. At most a few MB per thread for SqueezeNet's shapes.
+// nor zero-filling: every tile writes what it reads. At most a few MB per thread for SqueezeNet's shapes. The
+// last three slots hold the calling thread's call-wide buffers (call_scratch).
 template <typename acc_t>
 class Scratch {
  public:
   enum Slot { kX, kSqueezeAcc, kSpad, kSpad3, kIm2col, kOut, kSpadT, kGrad, kGradSqueeze, kGradSqueezeDense, kGradX,
-              kGradSqueezeT, kSqueezeT, kSlots };
+              kGradSqueezeT, kSqueezeT, kCallPartial, kCallTotal, kCallStaging, kSlots };
   static acc_t* get(Slot slot, int64_t count) {
     thread_local Scratch scratch;
     auto& buffer = scratch.buffers_[slot];
@@ -354,18 +355,15 @@ class Scratch {
 // batch-3 13x13 Fire backward took ~1,300 of them in one call out of three (2.5 ms calls became 3.6-4.1 ms),
 // from glibc mapping and unmapping its 5 MB of partial sums. A whole converted squeezenet1_1 training step, batch
 // 1-8, took 30-40% fewer page faults and ran 2-6% faster (in-process A/B on a Xeon). Larger requests get a
-// fresh tensor. The tensor returned does not own its memory: it must not outlive the call.
-enum class CallSlot { kPartial, kTotal, kStaging, kCount };
+// fresh tensor. The tensor returned does not own its memory: it must not outlive the call. (The tiles' own
+// slots are distinct, so a tile run on the calling thread during the call cannot touch these.)
 constexpr int64_t kCallScratchBytes = int64_t(16) << 20;
 
 template <typename T>
-at::Tensor call_scratch(CallSlot slot, int64_t count) {
+at::Tensor call_scratch(typename Scratch<T>::Slot slot, int64_t count) {
   const auto options = at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);
   if (count * static_cast<int64_t>(sizeof(T)) > kCallScratchBytes) return at::empty({count}, options);
-  thread_local std::vector<T> buffers[static_cast<int>(CallSlot::kCount)];
-  std::vector<T>& buffer = buffers[static_cast<int>(slot)];
-  if (static_cast<int64_t>(buffer.size()) < count) buffer.resize(count);
-  return at::from_blob(buffer.data(), {count}, options);
+  return at::from_blob(Scratch<T>::get(slot, count), {count}, options);
 }
 
 template <typename acc_t>
@@ -599,7 +597,7 @@ at::Tensor fire_backward(const FireWeights<acc_t>& w, const TileGrid& g, const T
   const int64_t chunks = std::min<int64_t>(kChunks, g.tiles());
   if (chunks == 0) return at::zeros({size}, at::TensorOptions().dtype(dtype));
   // A chunk's weight blocks are written by its first tile (GradParts::fresh); only its bias sums start at zero.
-  at::Tensor partial = call_scratch<acc_t>(CallSlot::kPartial, chunks * size);
+  at::Tensor partial = call_scratch<acc_t>(Scratch<acc_t>::kCallPartial, chunks * size);
   acc_t* partial_ptr = partial.mutable_data_ptr<acc_t>();
   at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
     TileBuffers<acc_t> buf(g, w.C, w.S, w.E(), /*backward=*/true);
@@ -617,7 +615,7 @@ at::Tensor fire_backward(const FireWeights<acc_t>& w, const TileGrid& g, const T
   });
   // Chunk 0 + chunk 1 + ... in that order for every element, a block of elements at a time so the adds
   // vectorise.
-  at::Tensor total = call_scratch<acc_t>(CallSlot::kTotal, size);  // unpack_weight_grads copies out of it
+  at::Tensor total = call_scratch<acc_t>(Scratch<acc_t>::kCallTotal, size);  // unpack_weight_grads copies out of it
   acc_t* total_ptr = total.mutable_data_ptr<acc_t>();
   at::parallel_for(0, size, 4096, [&](int64_t begin, int64_t end) {
     acc_t* __restrict__ out = total_ptr + begin;
@@ -660,7 +658,7 @@ std::vector<at::Tensor> unpack_weight_grads_as(const at::Tensor& flat, const Fir
   at::Tensor by_tap;
   const T* rows = expand3x3;
   if (!planar) {
-    by_tap = call_scratch<T>(CallSlot::kStaging, 9 * taps);
+    by_tap = call_scratch<T>(Scratch<T>::kCallStaging, 9 * taps);
     T* dst = by_tap.mutable_data_ptr<T>();
     at::parallel_for(0, 9, 1, [&](int64_t t0, int64_t t1) {
       for (int64_t t = t0; t < t1; ++t) transpose(expand3x3 + t * taps, S, E3, E3, dst + t * taps, S);
