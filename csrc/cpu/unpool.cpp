@@ -236,8 +236,8 @@ at::Tensor max_unpool2d_cpu(const at::Tensor& input, const at::Tensor& indices, 
   const int64_t plane = d.out_plane(), C = d.channels;
   const int64_t* idx_ptr = indices.const_data_ptr<int64_t>();
   const int64_t threads = at::get_num_threads();
-  const bool stream = output.nbytes() >= cpu::max_unpool2d_stream_bytes();
-  const bool big_cached = output.nbytes() >= kBigOutputBytes && !stream;
+  const bool stream = static_cast<int64_t>(output.nbytes()) >= cpu::max_unpool2d_stream_bytes();
+  const bool big_cached = static_cast<int64_t>(output.nbytes()) >= kBigOutputBytes && !stream;
   // channels_last takes pixel ranges with few images per thread, with images of half an L2 or more, and with
   // big outputs the L3 keeps; channel blocks otherwise. On the 2-core Xeon, against F.max_unpool2d at batch 1-8
   // (in-process, rotating order): channel blocks ran 0.68-0.78x at batch 3 and at batch 2-5 with 1.5 MB
