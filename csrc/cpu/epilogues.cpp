@@ -77,10 +77,27 @@ void to_planar_scalar(float* dst, int64_t dst_ld, const float* src, int64_t src_
     }
 }
 
+// dst_rows: see planar_to_pixel_major (nullptr: pixel p's row is p).
+inline int64_t pixel_row(const int64_t* dst_rows, int64_t p) { return dst_rows == nullptr ? p : dst_rows[p]; }
+
 void planar_to_pixel_major_scalar(float* dst, int64_t dst_ld, const float* src, int64_t src_ld, int64_t pixels,
-                                  int64_t channels) {
-  for (int64_t p = 0; p < pixels; ++p)
-    for (int64_t c = 0; c < channels; ++c) dst[p * dst_ld + c] = src[c * src_ld + p];
+                                  int64_t channels, const int64_t* dst_rows) {
+  for (int64_t p = 0; p < pixels; ++p) {
+    float* __restrict__ row = dst + pixel_row(dst_rows, p) * dst_ld;
+    for (int64_t c = 0; c < channels; ++c) row[c] = src[c * src_ld + p];
+  }
+}
+
+// The pixels past the last full SIMD block (p_full), then the channels past the last full block (c_full).
+void planar_to_pixel_major_edges(float* dst, int64_t dst_ld, const float* src, int64_t src_ld, int64_t pixels,
+                                 int64_t channels, const int64_t* dst_rows, int64_t p_full, int64_t c_full) {
+  if (dst_rows == nullptr)
+    planar_to_pixel_major_scalar(dst + p_full * dst_ld, dst_ld, src + p_full, src_ld, pixels - p_full, c_full,
+                                 nullptr);
+  else
+    planar_to_pixel_major_scalar(dst, dst_ld, src + p_full, src_ld, pixels - p_full, c_full, dst_rows + p_full);
+  planar_to_pixel_major_scalar(dst + c_full, dst_ld, src + c_full * src_ld, src_ld, pixels, channels - c_full,
+                               dst_rows);
 }
 
 #if defined(SQUEEZEAE_HAVE_SIMD_PATHS)
@@ -140,17 +157,19 @@ __attribute__((target("avx512f"))) void to_planar_avx512(float* dst, int64_t dst
 
 __attribute__((target("avx512f"))) void planar_to_pixel_major_avx512(float* dst, int64_t dst_ld, const float* src,
                                                                      int64_t src_ld, int64_t pixels,
-                                                                     int64_t channels) {
+                                                                     int64_t channels, const int64_t* dst_rows) {
   const int64_t p_full = pixels / 16 * 16, c_full = channels / 16 * 16;
-  for (int64_t p0 = 0; p0 < p_full; p0 += 16)
+  for (int64_t p0 = 0; p0 < p_full; p0 += 16) {
+    float* rows[16];
+    for (int i = 0; i < 16; ++i) rows[i] = dst + pixel_row(dst_rows, p0 + i) * dst_ld;
     for (int64_t c0 = 0; c0 < c_full; c0 += 16) {
       __m512 r[16];
       for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_ps(src + (c0 + i) * src_ld + p0);
       transpose16(r);
-      for (int i = 0; i < 16; ++i) _mm512_storeu_ps(dst + (p0 + i) * dst_ld + c0, r[i]);
+      for (int i = 0; i < 16; ++i) _mm512_storeu_ps(rows[i] + c0, r[i]);
     }
-  planar_to_pixel_major_scalar(dst + p_full * dst_ld, dst_ld, src + p_full, src_ld, pixels - p_full, c_full);
-  planar_to_pixel_major_scalar(dst + c_full, dst_ld, src + c_full * src_ld, src_ld, pixels, channels - c_full);
+  }
+  planar_to_pixel_major_edges(dst, dst_ld, src, src_ld, pixels, channels, dst_rows, p_full, c_full);
 }
 
 // r[i] = row i of an 8 x 8 block; on return r[j] holds column j.
@@ -195,17 +214,19 @@ __attribute__((target("avx2"))) void to_planar_avx2(float* dst, int64_t dst_ld, 
 }
 
 __attribute__((target("avx2"))) void planar_to_pixel_major_avx2(float* dst, int64_t dst_ld, const float* src,
-                                                                 int64_t src_ld, int64_t pixels, int64_t channels) {
+                                                                 int64_t src_ld, int64_t pixels, int64_t channels, const int64_t* dst_rows) {
   const int64_t p_full = pixels / 8 * 8, c_full = channels / 8 * 8;
-  for (int64_t p0 = 0; p0 < p_full; p0 += 8)
+  for (int64_t p0 = 0; p0 < p_full; p0 += 8) {
+    float* rows[8];
+    for (int i = 0; i < 8; ++i) rows[i] = dst + pixel_row(dst_rows, p0 + i) * dst_ld;
     for (int64_t c0 = 0; c0 < c_full; c0 += 8) {
       __m256 r[8];
       for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(src + (c0 + i) * src_ld + p0);
       transpose8(r);
-      for (int i = 0; i < 8; ++i) _mm256_storeu_ps(dst + (p0 + i) * dst_ld + c0, r[i]);
+      for (int i = 0; i < 8; ++i) _mm256_storeu_ps(rows[i] + c0, r[i]);
     }
-  planar_to_pixel_major_scalar(dst + p_full * dst_ld, dst_ld, src + p_full, src_ld, pixels - p_full, c_full);
-  planar_to_pixel_major_scalar(dst + c_full, dst_ld, src + c_full * src_ld, src_ld, pixels, channels - c_full);
+  }
+  planar_to_pixel_major_edges(dst, dst_ld, src, src_ld, pixels, channels, dst_rows, p_full, c_full);
 }
 
 enum class Isa { kScalar, kAvx2, kAvx512 };
@@ -255,15 +276,15 @@ void pixel_major_to_planar(float* dst, int64_t dst_ld, const float* src, int64_t
 }
 
 void planar_to_pixel_major(float* dst, int64_t dst_ld, const float* src, int64_t src_ld, int64_t pixels,
-                           int64_t channels) {
+                           int64_t channels, const int64_t* dst_rows) {
 #if defined(SQUEEZEAE_HAVE_SIMD_PATHS)
   switch (simd_isa()) {
-    case Isa::kAvx512: return planar_to_pixel_major_avx512(dst, dst_ld, src, src_ld, pixels, channels);
-    case Isa::kAvx2: return planar_to_pixel_major_avx2(dst, dst_ld, src, src_ld, pixels, channels);
+    case Isa::kAvx512: return planar_to_pixel_major_avx512(dst, dst_ld, src, src_ld, pixels, channels, dst_rows);
+    case Isa::kAvx2: return planar_to_pixel_major_avx2(dst, dst_ld, src, src_ld, pixels, channels, dst_rows);
     case Isa::kScalar: break;
   }
 #endif
-  planar_to_pixel_major_scalar(dst, dst_ld, src, src_ld, pixels, channels);
+  planar_to_pixel_major_scalar(dst, dst_ld, src, src_ld, pixels, channels, dst_rows);
 }
 
 int transpose_simd_width() {

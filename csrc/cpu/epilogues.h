@@ -24,14 +24,15 @@ void relu_mask_rows(float* dst, int64_t dst_pitch, const float* grad, int64_t gr
 // 16 x 16 blocks of AVX-512 registers or 8 x 8 of AVX2 ones where the CPU has them:
 //   bias_relu_to_planar: dst[c * dst_ld + p] = max(src[p * src_ld + c] + bias[c], 0)
 //   pixel_major_to_planar: dst[c * dst_ld + p] = src[p * src_ld + c]
-//   planar_to_pixel_major: dst[p * dst_ld + c] = src[c * src_ld + p]
+//   planar_to_pixel_major: dst[row(p) * dst_ld + c] = src[c * src_ld + p], row(p) = dst_rows[p] given a table
+//     of rows (a permuted transpose, such as the 3x3 weights' (s, tap) -> (tap, s) in one pass), else p
 // for p < pixels, c < channels.
 void bias_relu_to_planar(float* dst, int64_t dst_ld, const float* src, int64_t src_ld, const float* bias,
                          int64_t pixels, int64_t channels);
 void pixel_major_to_planar(float* dst, int64_t dst_ld, const float* src, int64_t src_ld, int64_t pixels,
                            int64_t channels);
 void planar_to_pixel_major(float* dst, int64_t dst_ld, const float* src, int64_t src_ld, int64_t pixels,
-                           int64_t channels);
+                           int64_t channels, const int64_t* dst_rows = nullptr);
 
 // 16, 8 or 1: the floats per register of the transposes above on this CPU (AVX-512, AVX2, scalar; capped by
 // SQUEEZEAE_CPU_ISA=avx2 or =scalar).

@@ -144,32 +144,24 @@ at::Tensor pack_taps(const at::Tensor& e3) {  // any strides: channels_last weig
   const T* __restrict__ src = e3.const_data_ptr<T>();
   T* __restrict__ dst = out.mutable_data_ptr<T>();
   if constexpr (kLayout == TapLayout::kTapInOut && std::is_same_v<T, float>) {
-    // float32 channels_last or contiguous weights: the SIMD transposes of epilogues.h, in (tap or all taps,
-    // block of 64 output channels) work items. The scalar blocked transpose below ran ~15% of a batch-1 13x13
-    // Fire on a Xeon (the 590 KB of fire8's 3x3 weights, every call).
-    constexpr int64_t kEBlock = 64;
-    const int64_t e_blocks = (E3 + kEBlock - 1) / kEBlock;
-    if (ss == 1) {  // channels_last: tap t's [E3, S] slice has rows se apart, unit stride along s
-      at::parallel_for(0, 9 * e_blocks, 1, [&](int64_t begin, int64_t end) {
+    // float32 contiguous or channels_last weights are an [E3, 9 * S] matrix with unit stride along its
+    // columns, (s, tap) or (tap, s): one SIMD transpose with a table of destination rows puts column k at row
+    // (tap, s), in (block of 64 output channels, block of columns) work items. (Contiguous weights used to take
+    // a transpose then a reordering copy of the 590 KB of fire8's 3x3 weights, ~60 us a call on a Xeon, about
+    // half of it the second pass; the scalar blocked transpose below ran ~15% of a batch-1 13x13 Fire.)
+    const bool contiguous = ss == 9 && e3.stride(2) == 3 && e3.stride(3) == 1;
+    const bool channels_last = ss == 1 && e3.stride(3) == S && e3.stride(2) == 3 * S;
+    if (contiguous || channels_last) {
+      std::vector<int64_t> row_of_column(K);
+      for (int64_t k = 0; k < K; ++k) row_of_column[k] = contiguous ? (k % 9) * S + k / 9 : k;
+      constexpr int64_t kEBlock = 64, kKBlock = 144;
+      const int64_t e_blocks = (E3 + kEBlock - 1) / kEBlock, k_blocks = (K + kKBlock - 1) / kKBlock;
+      at::parallel_for(0, e_blocks * k_blocks, 1, [&](int64_t begin, int64_t end) {
         for (int64_t item = begin; item < end; ++item) {
-          const int64_t tap = item / e_blocks, e0 = (item % e_blocks) * kEBlock;
-          planar_to_pixel_major(dst + tap * S * E3 + e0, E3, src + tap_offset[tap] + e0 * se, se, S,
-                                std::min(kEBlock, E3 - e0));
+          const int64_t e0 = (item / k_blocks) * kEBlock, k0 = (item % k_blocks) * kKBlock;
+          planar_to_pixel_major(dst + e0, E3, src + e0 * se + k0, se, std::min(kKBlock, K - k0),
+                                std::min(kEBlock, E3 - e0), row_of_column.data() + k0);
         }
-      });
-      return out;
-    }
-    if (ss == 9 && e3.stride(2) == 3 && e3.stride(3) == 1) {  // contiguous: rows of 9 * S in (s, tap) order
-      at::Tensor by_s = at::empty({K * E3}, e3.options());  // [(s, tap), E3]
-      float* tmp = by_s.mutable_data_ptr<float>();
-      at::parallel_for(0, e_blocks, 1, [&](int64_t begin, int64_t end) {
-        for (int64_t e0 = begin * kEBlock; e0 < std::min(E3, end * kEBlock); e0 += kEBlock)
-          planar_to_pixel_major(tmp + e0, E3, src + e0 * se, se, K, std::min(kEBlock, E3 - e0));
-      });
-      at::parallel_for(0, S, 16, [&](int64_t s0, int64_t s1) {  // rows (s, tap) -> (tap, s)
-        for (int64_t s = s0; s < s1; ++s)
-          for (int64_t tap = 0; tap < 9; ++tap)
-            std::memcpy(dst + (tap * S + s) * E3, tmp + (s * 9 + tap) * E3, sizeof(float) * E3);
       });
       return out;
     }
