@@ -56,7 +56,8 @@ def test_low_precision(device, dtype):
     weights = fire_weights(12, 6, 8, 8, dtype, device)
     grad = torch.randn(2, 16, 13, 13, device=device).to(dtype)
     out, ref, grads, ref_grads = run_both(pooled, indices, weights, (3, 2, 0), (13, 13), grad)
-    assert out.dtype == dtype
+    assert out.dtype == dtype and out.is_contiguous(memory_format=torch.channels_last)
+    assert grads[0].dtype == dtype and grads[0].is_contiguous(memory_format=torch.channels_last)
     assert_close_to(out, ref)
     for g, r in zip(grads, ref_grads):
         assert_close_to(g, r, dtype)

@@ -32,6 +32,7 @@
 #include <vector>
 
 #include "checks.h"
+#include "shapes.h"
 #include "cpu/caches.h"
 #include "cpu/epilogues.h"
 #include "cpu/gemm.h"
@@ -65,6 +66,15 @@ inline void mask_where_not_positive(T* __restrict__ values, const T* __restrict_
 
 template <typename scalar_t>
 using acc_type_for = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
+
+// float16 and bfloat16 Fires (forward and backward, fire and unpool_fire) run the float32 kernels on float32
+// copies of their activations, converted by ATen's vectorised copies, and convert the results back: the same
+// float32 arithmetic as converting inside the tiles, but through the float32 fast paths. Converting inside the
+// tiles element by element (a software float16 conversion on a baseline x86-64 build) made float16 2-4x
+// slower than float32, and than eager float16, on a Xeon.
+inline bool computes_in_float(const at::Tensor& t) {
+  return t.scalar_type() == at::kHalf || t.scalar_type() == at::kBFloat16;
+}
 
 // NCHW-like inputs take the planar tiles, channels_last the pixel-major ones (the output follows the input).
 inline bool use_planar_tiles(const at::Tensor& x) {
@@ -325,7 +335,7 @@ template <typename acc_t>
 class Scratch {
  public:
   enum Slot { kX, kSqueezeAcc, kSpad, kSpad3, kIm2col, kOut, kSpadT, kGrad, kGradSqueeze, kGradSqueezeDense, kGradX,
-              kGradSqueezeT, kSqueezeT, kCallPartial, kCallTotal, kCallStaging, kSlots };
+              kGradSqueezeT, kSqueezeT, kCallPartial, kCallTotal, kCallStaging, kCallIn, kCallOut, kCallGradIn, kCallGradOut, kSlots };
   static acc_t* get(Slot slot, int64_t count) {
     thread_local Scratch scratch;
     auto& buffer = scratch.buffers_[slot];
@@ -356,6 +366,27 @@ at::Tensor call_scratch(typename Scratch<T>::Slot slot, int64_t count) {
   const auto options = at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);
   if (count * static_cast<int64_t>(sizeof(T)) > kCallScratchBytes) return at::empty({count}, options);
   return at::from_blob(Scratch<T>::get(slot, count), {count}, options);
+}
+
+// A float32 copy of `t` (4-D, float16 or bfloat16; see computes_in_float) in t's memory format, in call scratch
+// `slot`: fresh tensors took ~380 page faults (~0.4 ms) a call for a batch-1 55x55 activation on a Xeon. Only
+// the sizes when `copy` is false (an output).
+inline at::Tensor float_copy(Scratch<float>::Slot slot, const at::Tensor& t, bool copy = true) {
+  const auto format = output_memory_format(t);
+  const auto options = at::TensorOptions().dtype(at::kFloat);
+  const int64_t count = t.numel();
+  at::Tensor out;
+  if (count * static_cast<int64_t>(sizeof(float)) > kCallScratchBytes) {
+    out = at::empty(t.sizes(), options.memory_format(format));
+  } else {
+    float* data = Scratch<float>::get(slot, count);
+    if (format == at::MemoryFormat::ChannelsLast)
+      out = at::from_blob(data, t.sizes(), c10::get_channels_last_strides_2d(t.sizes()), options);
+    else
+      out = at::from_blob(data, t.sizes(), c10::contiguous_strides(t.sizes()), options);
+  }
+  if (copy) out.copy_(t);
+  return out;
 }
 
 template <typename acc_t>

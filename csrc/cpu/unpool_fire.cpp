@@ -147,19 +147,13 @@ struct UnpoolGradSink {
   }
 };
 
-at::Tensor unpool_fire_cpu(const at::Tensor& input, const at::Tensor& indices, const at::Tensor& squeeze_weight,
-                           const OptTensor& squeeze_bias, const at::Tensor& expand1x1_weight,
-                           const OptTensor& expand1x1_bias, const at::Tensor& expand3x3_weight,
-                           const OptTensor& expand3x3_bias, at::IntArrayRef kernel_size, at::IntArrayRef stride,
-                           at::IntArrayRef padding, at::IntArrayRef output_size) {
-  UnpoolDims u;
-  const FireDims d =
-      check_unpool_fire("unpool_fire", input, indices, squeeze_weight, squeeze_bias, expand1x1_weight,
-                        expand1x1_bias, expand3x3_weight, expand3x3_bias, kernel_size, stride, padding, output_size, &u);
-  at::Tensor output = empty_like_layout(input, {d.batch, d.out_channels(), d.height, d.width});
-  if (output.numel() == 0) return output;
-  const PoolGeometry pool = cpu::scan_pool_indices(indices, kernel_size, stride, padding, d.height, d.width);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "unpool_fire_cpu", [&] {
+// The forward into `output` (input's layout and dtype: float32 or float64; weights of any floating dtype).
+void unpool_fire_into(const at::Tensor& input, const at::Tensor& indices, const at::Tensor& squeeze_weight,
+                      const OptTensor& squeeze_bias, const at::Tensor& expand1x1_weight,
+                      const OptTensor& expand1x1_bias, const at::Tensor& expand3x3_weight,
+                      const OptTensor& expand3x3_bias, const FireDims& d, const PoolGeometry& pool,
+                      at::Tensor& output) {
+  AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "unpool_fire_cpu", [&] {
     using acc_t = acc_type_for<scalar_t>;
     const bool planar = cpu::use_planar_forward_tiles(input, d.height * d.width);
     const auto w = cpu::pack_fire_weights<acc_t>(d, squeeze_weight, squeeze_bias, expand1x1_weight, expand1x1_bias,
@@ -185,7 +179,77 @@ at::Tensor unpool_fire_cpu(const at::Tensor& input, const at::Tensor& indices, c
       });
     }
   });
+}
+
+at::Tensor unpool_fire_cpu(const at::Tensor& input, const at::Tensor& indices, const at::Tensor& squeeze_weight,
+                           const OptTensor& squeeze_bias, const at::Tensor& expand1x1_weight,
+                           const OptTensor& expand1x1_bias, const at::Tensor& expand3x3_weight,
+                           const OptTensor& expand3x3_bias, at::IntArrayRef kernel_size, at::IntArrayRef stride,
+                           at::IntArrayRef padding, at::IntArrayRef output_size) {
+  UnpoolDims u;
+  const FireDims d =
+      check_unpool_fire("unpool_fire", input, indices, squeeze_weight, squeeze_bias, expand1x1_weight,
+                        expand1x1_bias, expand3x3_weight, expand3x3_bias, kernel_size, stride, padding, output_size, &u);
+  at::Tensor output = empty_like_layout(input, {d.batch, d.out_channels(), d.height, d.width});
+  if (output.numel() == 0) return output;
+  const PoolGeometry pool = cpu::scan_pool_indices(indices, kernel_size, stride, padding, d.height, d.width);
+  if (cpu::computes_in_float(input)) {
+    using Slot = cpu::Scratch<float>;
+    const at::Tensor input_float = cpu::float_copy(Slot::kCallIn, input);
+    at::Tensor out_float = cpu::float_copy(Slot::kCallOut, output, /*copy=*/false);
+    unpool_fire_into(input_float, indices, squeeze_weight, squeeze_bias, expand1x1_weight, expand1x1_bias,
+                     expand3x3_weight, expand3x3_bias, d, pool, out_float);
+    output.copy_(out_float);
+    return output;
+  }
+  unpool_fire_into(input, indices, squeeze_weight, squeeze_bias, expand1x1_weight, expand1x1_bias, expand3x3_weight,
+                   expand3x3_bias, d, pool, output);
   return output;
+}
+
+// The backward: the input gradient into `grad_input` (zeroed, input's layout and dtype: float32 or float64),
+// the weight gradients returned in the weights' dtype.
+std::vector<at::Tensor> unpool_fire_backward_into(const at::Tensor& grad_output, const at::Tensor& input,
+                                                  const at::Tensor& indices, const at::Tensor& output,
+                                                  const at::Tensor& squeeze_weight, const OptTensor& squeeze_bias,
+                                                  const at::Tensor& expand1x1_weight,
+                                                  const at::Tensor& expand3x3_weight, const FireDims& d,
+                                                  const PoolGeometry& pool, at::Tensor& grad_input) {
+  std::vector<at::Tensor> weight_grads;
+  AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "unpool_fire_backward_cpu", [&] {
+    using acc_t = acc_type_for<scalar_t>;
+    const bool planar = cpu::use_planar_backward_tiles(input);
+    const auto w = cpu::pack_fire_weights<acc_t>(d, squeeze_weight, squeeze_bias, expand1x1_weight, std::nullopt,
+                                                 expand3x3_weight, std::nullopt, planar, /*backward=*/true);
+    const cpu::TileGrid grid = cpu::make_tile_grid(d.batch, d.height, d.width, /*target_pixels=*/384,
+                                                   cpu::kBackwardMinTiles);
+    const scalar_t* in = input.const_data_ptr<scalar_t>();
+    const int64_t* idx = indices.const_data_ptr<int64_t>();
+    const scalar_t* go = grad_output.const_data_ptr<scalar_t>();
+    const scalar_t* out = output.const_data_ptr<scalar_t>();
+    scalar_t* gi = grad_input.mutable_data_ptr<scalar_t>();
+    const Strides4 in_st(input), idx_st(indices), go_st(grad_output), out_st(output), gi_st(grad_input);
+    at::Tensor flat;
+    if (planar) {
+      const UnpoolRowLoader<scalar_t, acc_t, true> load{in, idx, in_st, idx_st, d.in_channels, pool};
+      const cpu::PlanarMaskedGradLoader<scalar_t, acc_t> load_grad{go, out, go_st, out_st, d.out_channels(), d.width};
+      const UnpoolGradSink<scalar_t, acc_t, true> sink{gi, idx, gi_st, idx_st, d.in_channels, pool};
+      flat = cpu::fire_backward(w, grid, [&](int64_t n, int64_t r0, int64_t r1, cpu::TileBuffers<acc_t>& buf,
+                                             cpu::GradParts<acc_t>& parts) {
+        cpu::fire_backward_tile_planar(w, grid, n, r0, r1, buf, parts, load, load_grad, sink);
+      });
+    } else {
+      const UnpoolRowLoader<scalar_t, acc_t, false> load{in, idx, in_st, idx_st, d.in_channels, pool};
+      const cpu::MaskedGradLoader<scalar_t, acc_t> load_grad{go, out, go_st, out_st, d.width};
+      const UnpoolGradSink<scalar_t, acc_t, false> sink{gi, idx, gi_st, idx_st, d.in_channels, pool};
+      flat = cpu::fire_backward(w, grid, [&](int64_t n, int64_t r0, int64_t r1, cpu::TileBuffers<acc_t>& buf,
+                                             cpu::GradParts<acc_t>& parts) {
+        cpu::fire_backward_tile(w, grid, n, r0, r1, buf, parts, load, load_grad, sink);
+      });
+    }
+    weight_grads = cpu::unpack_weight_grads(flat, d, squeeze_weight.scalar_type(), planar);
+  });
+  return weight_grads;
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
@@ -203,39 +267,19 @@ unpool_fire_backward_cpu(const at::Tensor& grad_output, const at::Tensor& input,
     weight_grads = cpu::zero_weight_grads(squeeze_weight, expand1x1_weight, expand3x3_weight);
   } else {
     const PoolGeometry pool = cpu::scan_pool_indices(indices, kernel_size, stride, padding, d.height, d.width);
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "unpool_fire_backward_cpu", [&] {
-      using acc_t = acc_type_for<scalar_t>;
-      const bool planar = cpu::use_planar_backward_tiles(input);
-      const auto w = cpu::pack_fire_weights<acc_t>(d, squeeze_weight, squeeze_bias, expand1x1_weight, std::nullopt,
-                                                   expand3x3_weight, std::nullopt, planar, /*backward=*/true);
-      const cpu::TileGrid grid = cpu::make_tile_grid(d.batch, d.height, d.width, /*target_pixels=*/384,
-                                                     cpu::kBackwardMinTiles);
-      const scalar_t* in = input.const_data_ptr<scalar_t>();
-      const int64_t* idx = indices.const_data_ptr<int64_t>();
-      const scalar_t* go = grad_output.const_data_ptr<scalar_t>();
-      const scalar_t* out = output.const_data_ptr<scalar_t>();
-      scalar_t* gi = grad_input.mutable_data_ptr<scalar_t>();
-      const Strides4 in_st(input), idx_st(indices), go_st(grad_output), out_st(output), gi_st(grad_input);
-      at::Tensor flat;
-      if (planar) {
-        const UnpoolRowLoader<scalar_t, acc_t, true> load{in, idx, in_st, idx_st, d.in_channels, pool};
-        const cpu::PlanarMaskedGradLoader<scalar_t, acc_t> load_grad{go, out, go_st, out_st, d.out_channels(), d.width};
-        const UnpoolGradSink<scalar_t, acc_t, true> sink{gi, idx, gi_st, idx_st, d.in_channels, pool};
-        flat = cpu::fire_backward(w, grid, [&](int64_t n, int64_t r0, int64_t r1, cpu::TileBuffers<acc_t>& buf,
-                                               cpu::GradParts<acc_t>& parts) {
-          cpu::fire_backward_tile_planar(w, grid, n, r0, r1, buf, parts, load, load_grad, sink);
-        });
-      } else {
-        const UnpoolRowLoader<scalar_t, acc_t, false> load{in, idx, in_st, idx_st, d.in_channels, pool};
-        const cpu::MaskedGradLoader<scalar_t, acc_t> load_grad{go, out, go_st, out_st, d.width};
-        const UnpoolGradSink<scalar_t, acc_t, false> sink{gi, idx, gi_st, idx_st, d.in_channels, pool};
-        flat = cpu::fire_backward(w, grid, [&](int64_t n, int64_t r0, int64_t r1, cpu::TileBuffers<acc_t>& buf,
-                                               cpu::GradParts<acc_t>& parts) {
-          cpu::fire_backward_tile(w, grid, n, r0, r1, buf, parts, load, load_grad, sink);
-        });
-      }
-      weight_grads = cpu::unpack_weight_grads(flat, d, squeeze_weight.scalar_type(), planar);
-    });
+    if (cpu::computes_in_float(input)) {
+      using Slot = cpu::Scratch<float>;
+      const at::Tensor input_float = cpu::float_copy(Slot::kCallIn, input);
+      at::Tensor grad_input_float = cpu::float_copy(Slot::kCallGradIn, grad_input, /*copy=*/false).zero_();
+      weight_grads = unpool_fire_backward_into(cpu::float_copy(Slot::kCallGradOut, grad_output), input_float,
+                                               indices, cpu::float_copy(Slot::kCallOut, output), squeeze_weight,
+                                               squeeze_bias, expand1x1_weight, expand3x3_weight, d, pool,
+                                               grad_input_float);
+      grad_input.copy_(grad_input_float);
+    } else {
+      weight_grads = unpool_fire_backward_into(grad_output, input, indices, output, squeeze_weight, squeeze_bias,
+                                               expand1x1_weight, expand3x3_weight, d, pool, grad_input);
+    }
   }
   return {grad_input,      weight_grads[0], weight_grads[1], weight_grads[2],
           weight_grads[3], weight_grads[4], weight_grads[5]};
