@@ -113,3 +113,24 @@ def test_no_partial_write_on_invalid_index():
     with pytest.raises(RuntimeError, match="invalid max index"):
         F.max_unpool2d(x, bad, 2)
     torch.testing.assert_close(F.max_unpool2d(x, indices, 2), torch.nn.functional.max_unpool2d(x, indices, 2))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("memory", ["nchw", "channels_last"])
+@pytest.mark.parametrize("batch", [1, 4])
+@pytest.mark.parametrize("channel", [3, 36])
+def test_max_unpool_invalid_index_on_every_path(dtype, memory, batch, channel):
+    """Batch 1 channels_last takes the pixel ranges (float32 and 16-bit SIMD compares, 8 indices at a time),
+    batch 4 the channel blocks: an index past the plane is named whichever path scans it, in a group of 8
+    (channel 3) or in the tail of a 37-channel pixel (channel 36)."""
+    pooled, indices = pooled_input(batch, 37, 12, 12, 2, 2, ceil_mode=False)
+    pooled = pooled.to(dtype)
+    bad = indices.clone()
+    bad[-1, channel, 2, 3] = 144
+    if memory == "channels_last":
+        pooled = pooled.contiguous(memory_format=torch.channels_last)
+        bad = bad.contiguous(memory_format=torch.channels_last)
+    with pytest.raises(RuntimeError, match=r"Found an invalid max index: 144 \(output volumes are of size 12x12\)"):
+        F.max_unpool2d(pooled, bad, 2)
+    bad[-1, channel, 2, 3] = indices[-1, channel, 2, 3]
+    torch.testing.assert_close(F.max_unpool2d(pooled, bad, 2), torch.nn.functional.max_unpool2d(pooled, bad, 2))
