@@ -15,6 +15,11 @@
 #
 # runs the batch sweep instead: every op at each of those batches, both layouts, forward and forward+backward,
 # into OUT_DIR/batch-sweep/ (kept out of the main files' summary), for the batches the report does not cover.
+#
+#   LOWP=1 bash benchmarks/cpu_report.sh [OUT_DIR]
+#
+# runs the low-precision forward instead: float16 and bfloat16, batch 1 and 8, channels_last, into
+# OUT_DIR/low-precision/ (forward only: eager's float16 convolution backward on the CPU takes seconds a call).
 set -u -o pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-benchmarks/results}
@@ -47,6 +52,20 @@ run() {  # run NAME OPTIONS...
     $PY -m squeezeae_ext bench --device cpu --threads "$THREADS" --quiet \
         --json "$OUT/cpu-$cpu-$name.json" --markdown "$OUT/cpu-$cpu-$name.md" "$@" | tail -n 4 || FAILED=1
 }
+
+if [ -n "${LOWP:-}" ]; then
+    OUT="$OUT/low-precision"
+    mkdir -p "$OUT"
+    for dtype in float16 bfloat16; do
+        short=$([ "$dtype" = float16 ] && echo fp16 || echo bf16)
+        for batch in 1 8; do
+            run "$short-b$batch-channels_last" --op all --batch "$batch" --layout channels_last --dtype "$dtype"
+        done
+    done
+    echo
+    $PY -m squeezeae_ext.bench --summarize "$OUT"/cpu-"$cpu"-*.json
+    exit "$FAILED"
+fi
 
 if [ -n "${SWEEP:-}" ]; then
     OUT="$OUT/batch-sweep"
