@@ -330,12 +330,13 @@ constexpr int64_t kBackwardMinTiles = 4;
 
 // A thread's scratch buffers, kept across calls (grow-only) so a call pays neither allocation nor page faults
 // nor zero-filling: every tile writes what it reads. At most a few MB per thread for SqueezeNet's shapes. The
-// last three slots hold the calling thread's call-wide buffers (call_scratch).
+// kCall* slots hold the calling thread's call-wide buffers (call_scratch, float_copy).
 template <typename acc_t>
 class Scratch {
  public:
   enum Slot { kX, kSqueezeAcc, kSpad, kSpad3, kIm2col, kOut, kSpadT, kGrad, kGradSqueeze, kGradSqueezeDense, kGradX,
-              kGradSqueezeT, kSqueezeT, kCallPartial, kCallTotal, kCallStaging, kCallIn, kCallOut, kCallGradIn, kCallGradOut, kSlots };
+              kGradSqueezeT, kSqueezeT, kCallPartial, kCallTotal, kCallStaging, kCallIn, kCallOut, kCallGradIn,
+              kCallGradOut, kSlots };
   static acc_t* get(Slot slot, int64_t count) {
     thread_local Scratch scratch;
     auto& buffer = scratch.buffers_[slot];
