@@ -84,7 +84,9 @@ def cpu_paths() -> dict:
     """Which CPU paths the kernels take on this machine: the GEMM backend ('onednn-brgemm' or 'plain'), the SIMD
     level of the transposes, scatters and gathers ('avx512', 'avx2', 'scalar'; SQUEEZEAE_CPU_ISA caps it), the L2
     and L3 sizes their rules read (bytes, 0 if the OS does not say; SQUEEZEAE_CPU_L3_BYTES overrides the L3),
-    the forward tile size in output pixels, and the output size from which max_unpool2d streams (bytes)."""
+    the forward tile size in output pixels, the output size from which max_unpool2d streams (bytes), and how a
+    bfloat16 Fire forward multiplies ('onednn-brgemm-bf16' where oneDNN's micro-kernel does bfloat16 here, for
+    channels_last inputs with even input and squeeze channels; else 'float32-copies')."""
     return _C.cpu_paths()
 
 

@@ -907,7 +907,8 @@ def _cpu_paths_lines(paths: Optional[dict]) -> List[str]:
     mib = lambda n: f"{n / 2**20:.3g} MiB" if n else "unknown"  # noqa: E731
     return [f"- CPU paths: GEMM {paths['gemm']}, SIMD {paths['simd']}, L2 {mib(paths['l2_bytes'])}, "
             f"L3 {mib(paths['l3_bytes'])}, forward tiles of {paths['forward_tile_pixels']} pixels, "
-            f"max_unpool2d streams outputs from {mib(paths['max_unpool2d_stream_bytes'])}"]
+            f"max_unpool2d streams outputs from {mib(paths['max_unpool2d_stream_bytes'])}"
+            + (f", bfloat16 Fire forward {paths['bf16']}" if "bf16" in paths else "")]
 
 
 def markdown_report(results: dict, lines: List[List[str]]) -> str:

@@ -127,3 +127,4 @@ def test_cpu_paths_follow_the_overrides():
         assert paths["l3_bytes"] == l3 and paths["max_unpool2d_stream_bytes"] == stream
         assert paths["gemm"] == "plain" and paths["simd"] in ((isa,) if isa == "scalar" else ("avx2", "scalar"))
         assert paths["forward_tile_pixels"] in (192, 384) and paths["l2_bytes"] >= 0
+        assert paths["bf16"] == "float32-copies"  # the bfloat16 micro-kernel is oneDNN's too

@@ -8,7 +8,7 @@ import torch
 
 import squeezeae_ext as sx
 from squeezeae_ext import reference
-from helpers import assert_close_to, fire_weights, layout, run_python, to64
+from helpers import assert_close_to, fire_weights, layout, run_check, run_python, to64
 
 # (N, C, S, E1, E3, H, W): odd channel counts, 1x1 and 1xW spatial, non-square, one SqueezeNet-sized layer
 # (above the 1000 pixels from where NCHW takes planar tiles on every AVX-512 CPU), one 13x13 with whole and partial
@@ -107,6 +107,39 @@ def test_low_precision_accuracy_rule(device, dtype, memory):
         assert grads[0].is_contiguous(memory_format=torch.channels_last)
     elif memory == "nchw":
         assert out.is_contiguous() and grads[0].is_contiguous()
+
+
+# (N, C, S, E1, E3, H, W): even input and squeeze channels (oneDNN's bfloat16 micro-kernel where this CPU has one;
+# expand widths off its 16- and 64-column blocks, a 1x1 image), then an odd input and an odd squeeze channel count
+# (the float32 copies).
+BF16_SHAPES = [(2, 24, 8, 16, 16, 9, 10), (3, 64, 16, 70, 40, 7, 5), (1, 6, 2, 3, 5, 1, 1), (2, 13, 6, 5, 7, 6, 6),
+               (2, 12, 5, 5, 7, 6, 6)]
+
+
+def check_bfloat16_forward():
+    """bfloat16 channels_last forward: within the accuracy rule of eager bfloat16, channels_last out, and NaNs
+    where eager has them."""
+    torch.manual_seed(0)
+    for shape in BF16_SHAPES:
+        N, C, S, E1, E3, H, W = shape
+        x = torch.randn(N, C, H, W).contiguous(memory_format=torch.channels_last)
+        weights = fire_weights(C, S, E1, E3)
+        ref = reference.fire(*to64([x, *weights]))
+        x16, w16 = x.bfloat16(), [w.bfloat16() for w in weights]
+        out = sx.functional.fire(x16, *w16)
+        assert out.dtype == torch.bfloat16 and out.is_contiguous(memory_format=torch.channels_last), shape
+        ours = (out.double() - ref).abs().max().item()
+        torchs = (reference.fire(x16, *w16).double() - ref).abs().max().item()
+        assert ours <= 2 * torchs + 1e-3 * ref.abs().max().item(), (shape, ours, torchs)
+        x16[0, :, 0, 0] = float("nan")
+        assert torch.equal(sx.functional.fire(x16, *w16).isnan(), reference.fire(x16, *w16).isnan()), shape
+
+
+@pytest.mark.parametrize("isa,env", [(None, None), ("avx2", None), ("scalar", None),
+                                     (None, {"SQUEEZEAE_CPU_GEMM": "plain"})])
+def test_bfloat16_forward(isa, env):
+    """Here, with the narrower SIMD epilogues, and with the plain GEMM (which runs bfloat16 through float32)."""
+    run_check("test_fire", "check_bfloat16_forward", isa=isa, env=env)
 
 
 def test_without_biases(device):

@@ -12,6 +12,11 @@ namespace cpu {
 void bias_relu_rows(float* dst, int64_t dst_pitch, const float* src, int64_t src_pitch, const float* bias,
                     int64_t rows, int64_t cols);
 
+// The same into bfloat16 bits (dst: uint16_t), rounded to nearest even (NaN stays a NaN): the epilogues of the
+// bfloat16 forward (fire_bf16.h).
+void bias_relu_rows_bf16(uint16_t* dst, int64_t dst_pitch, const float* src, int64_t src_pitch, const float* bias,
+                         int64_t rows, int64_t cols);
+
 // dst[p * dst_ld + i] = max(src[p * src_ld + i] + bias[p], 0) for p < planes, i < count: planar tiles' epilogue.
 void bias_relu_planes(float* dst, int64_t dst_ld, const float* src, int64_t src_ld, const float* bias,
                       int64_t planes, int64_t count);

@@ -9,6 +9,7 @@
 #include <type_traits>
 
 #include "checks.h"
+#include "cpu/fire_bf16.h"
 #include "cpu/fire_tiles.h"
 #include "cpu/fire_tiles_planar.h"
 #include "shapes.h"
@@ -57,6 +58,11 @@ at::Tensor fire_cpu(const at::Tensor& x, const at::Tensor& squeeze_weight, const
                                 expand3x3_weight, expand3x3_bias);
   at::Tensor output = empty_like_layout(x, {d.batch, d.out_channels(), d.height, d.width});
   if (output.numel() == 0) return output;
+  if (cpu::use_bf16_forward(x, d)) {
+    cpu::fire_forward_bf16(d, x, squeeze_weight, squeeze_bias, expand1x1_weight, expand1x1_bias, expand3x3_weight,
+                           expand3x3_bias, output);
+    return output;
+  }
   if (cpu::computes_in_float(x)) {
     using Slot = cpu::Scratch<float>;
     const at::Tensor x_float = cpu::float_copy(Slot::kCallIn, x);

@@ -13,6 +13,7 @@ struct CpuPaths {
   int64_t l2_bytes, l3_bytes;            // as the OS reports them (0: unknown); SQUEEZEAE_CPU_L3_BYTES overrides L3
   int64_t forward_tile_pixels;           // output pixels per forward tile (fire, unpool_fire)
   int64_t max_unpool2d_stream_bytes;     // outputs from this size on are written with non-temporal stores
+  const char* bf16;                      // bfloat16 Fire forward: "onednn-brgemm-bf16" or "float32-copies"
 };
 
 CpuPaths cpu_paths();
