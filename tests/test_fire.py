@@ -109,6 +109,26 @@ def test_low_precision_accuracy_rule(device, dtype, memory):
         assert out.is_contiguous() and grads[0].is_contiguous()
 
 
+def check_nan_propagates():
+    """A NaN input pixel gives NaN outputs exactly where the reference's do (ReLU(NaN) is NaN), in every layout
+    and tile kind: 6x6 images take the pixel-major tiles (NCHW through the transposing stores, 16 x 16 blocks of
+    the 32 output channels), 40x40 NCHW ones the planar tiles on Intel CPUs."""
+    torch.manual_seed(0)
+    for (N, C, S, E1, E3, H, W), memory in [(shape, memory) for shape in ((2, 12, 6, 16, 16, 6, 6),
+                                                                          (1, 16, 4, 16, 16, 40, 40))
+                                            for memory in LAYOUTS]:
+        x = layout(torch.randn(N, C, H, W), memory)
+        x[0, :, 0, 0] = float("nan")
+        weights = fire_weights(C, S, E1, E3)
+        ours, ref = sx.functional.fire(x, *weights).isnan(), reference.fire(x, *weights).isnan()
+        assert ref.any() and torch.equal(ours, ref), (N, C, H, W, memory)
+
+
+@pytest.mark.parametrize("isa", [None, "avx2", "scalar"])
+def test_nan_propagates(isa):
+    run_check("test_fire", "check_nan_propagates", isa=isa)
+
+
 # (N, C, S, E1, E3, H, W): even input and squeeze channels (oneDNN's bfloat16 micro-kernel where this CPU has one;
 # expand widths off its 16- and 64-column blocks, a 1x1 image), then an odd input and an odd squeeze channel count
 # (the float32 copies).

@@ -157,7 +157,7 @@ __attribute__((target("avx512f"))) void to_planar_avx512(float* dst, int64_t dst
       __m512 r[16];
       for (int i = 0; i < 16; ++i) {
         r[i] = _mm512_loadu_ps(src + (p0 + i) * src_ld + c0);
-        if (kBiasRelu) r[i] = _mm512_max_ps(_mm512_add_ps(r[i], b), zero);
+        if (kBiasRelu) r[i] = _mm512_max_ps(zero, _mm512_add_ps(r[i], b));  // max(0, x) keeps a NaN x
       }
       transpose16(r);
       for (int i = 0; i < 16; ++i) _mm512_storeu_ps(dst + (c0 + i) * dst_ld + p0, r[i]);
@@ -241,7 +241,7 @@ __attribute__((target("avx2"))) void to_planar_avx2(float* dst, int64_t dst_ld, 
       __m256 r[8];
       for (int i = 0; i < 8; ++i) {
         r[i] = _mm256_loadu_ps(src + (p0 + i) * src_ld + c0);
-        if (kBiasRelu) r[i] = _mm256_max_ps(_mm256_add_ps(r[i], b), zero);
+        if (kBiasRelu) r[i] = _mm256_max_ps(zero, _mm256_add_ps(r[i], b));  // max(0, x) keeps a NaN x
       }
       transpose8(r);
       for (int i = 0; i < 8; ++i) _mm256_storeu_ps(dst + (c0 + i) * dst_ld + p0, r[i]);
