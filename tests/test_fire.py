@@ -137,17 +137,18 @@ BF16_SHAPES = [(2, 24, 8, 16, 16, 9, 10), (3, 64, 16, 70, 40, 7, 5), (1, 6, 2, 3
 
 
 def check_bfloat16_forward():
-    """bfloat16 channels_last forward: within the accuracy rule of eager bfloat16, channels_last out, and NaNs
-    where eager has them."""
+    """bfloat16 forward, channels_last (read in place) and NCHW (through channels_last copies): within the
+    accuracy rule of eager bfloat16, the input's layout out, and NaNs where eager has them."""
     torch.manual_seed(0)
-    for shape in BF16_SHAPES:
+    for shape, memory in [(shape, memory) for shape in BF16_SHAPES for memory in ("channels_last", "nchw")]:
         N, C, S, E1, E3, H, W = shape
-        x = torch.randn(N, C, H, W).contiguous(memory_format=torch.channels_last)
+        x = layout(torch.randn(N, C, H, W), memory)
         weights = fire_weights(C, S, E1, E3)
         ref = reference.fire(*to64([x, *weights]))
         x16, w16 = x.bfloat16(), [w.bfloat16() for w in weights]
         out = sx.functional.fire(x16, *w16)
-        assert out.dtype == torch.bfloat16 and out.is_contiguous(memory_format=torch.channels_last), shape
+        fmt = torch.channels_last if memory == "channels_last" else torch.contiguous_format
+        assert out.dtype == torch.bfloat16 and out.is_contiguous(memory_format=fmt), (shape, memory)
         ours = (out.double() - ref).abs().max().item()
         torchs = (reference.fire(x16, *w16).double() - ref).abs().max().item()
         assert ours <= 2 * torchs + 1e-3 * ref.abs().max().item(), (shape, ours, torchs)

@@ -59,8 +59,18 @@ at::Tensor fire_cpu(const at::Tensor& x, const at::Tensor& squeeze_weight, const
   at::Tensor output = empty_like_layout(x, {d.batch, d.out_channels(), d.height, d.width});
   if (output.numel() == 0) return output;
   if (cpu::use_bf16_forward(x, d)) {
-    cpu::fire_forward_bf16(d, x, squeeze_weight, squeeze_bias, expand1x1_weight, expand1x1_bias, expand3x3_weight,
-                           expand3x3_bias, output);
+    if (cpu::packed_channels_last(x) && cpu::packed_channels_last(output)) {
+      cpu::fire_forward_bf16(d, x, squeeze_weight, squeeze_bias, expand1x1_weight, expand1x1_bias, expand3x3_weight,
+                             expand3x3_bias, output);
+      return output;
+    }
+    using Slot = cpu::Scratch<c10::BFloat16>;
+    const at::Tensor x_cl = cpu::call_copy<c10::BFloat16>(Slot::kCallIn, x, at::MemoryFormat::ChannelsLast);
+    at::Tensor out_cl =
+        cpu::call_copy<c10::BFloat16>(Slot::kCallOut, output, at::MemoryFormat::ChannelsLast, /*copy=*/false);
+    cpu::fire_forward_bf16(d, x_cl, squeeze_weight, squeeze_bias, expand1x1_weight, expand1x1_bias, expand3x3_weight,
+                           expand3x3_bias, out_cl);
+    output.copy_(out_cl);
     return output;
   }
   if (cpu::computes_in_float(x)) {

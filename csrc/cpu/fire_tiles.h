@@ -369,18 +369,17 @@ at::Tensor call_scratch(typename Scratch<T>::Slot slot, int64_t count) {
   return at::from_blob(Scratch<T>::get(slot, count), {count}, options);
 }
 
-// A float32 copy of `t` (4-D, float16 or bfloat16; see computes_in_float) in t's memory format, in call scratch
-// `slot`: fresh tensors took ~380 page faults (~0.4 ms) a call for a batch-1 55x55 activation on a Xeon. Only
-// the sizes when `copy` is false (an output).
-inline at::Tensor float_copy(Scratch<float>::Slot slot, const at::Tensor& t, bool copy = true) {
-  const auto format = output_memory_format(t);
-  const auto options = at::TensorOptions().dtype(at::kFloat);
+// A copy of `t` (4-D) as T in memory format `format`, in call scratch `slot` (fresh tensors took ~380 page faults,
+// ~0.4 ms, a call for a batch-1 55x55 activation on a Xeon); only the sizes when `copy` is false (an output).
+template <typename T>
+at::Tensor call_copy(typename Scratch<T>::Slot slot, const at::Tensor& t, at::MemoryFormat format, bool copy = true) {
+  const auto options = at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);
   const int64_t count = t.numel();
   at::Tensor out;
-  if (count * static_cast<int64_t>(sizeof(float)) > kCallScratchBytes) {
+  if (count * static_cast<int64_t>(sizeof(T)) > kCallScratchBytes) {
     out = at::empty(t.sizes(), options.memory_format(format));
   } else {
-    float* data = Scratch<float>::get(slot, count);
+    T* data = Scratch<T>::get(slot, count);
     if (format == at::MemoryFormat::ChannelsLast)
       out = at::from_blob(data, t.sizes(), c10::get_channels_last_strides_2d(t.sizes()), options);
     else
@@ -388,6 +387,11 @@ inline at::Tensor float_copy(Scratch<float>::Slot slot, const at::Tensor& t, boo
   }
   if (copy) out.copy_(t);
   return out;
+}
+
+// A float32 copy of `t` (float16 or bfloat16; see computes_in_float) in t's memory format.
+inline at::Tensor float_copy(Scratch<float>::Slot slot, const at::Tensor& t, bool copy = true) {
+  return call_copy<float>(slot, t, output_memory_format(t), copy);
 }
 
 template <typename acc_t>
