@@ -152,6 +152,9 @@ def check_bfloat16_forward():
         ours = (out.double() - ref).abs().max().item()
         torchs = (reference.fire(x16, *w16).double() - ref).abs().max().item()
         assert ours <= 2 * torchs + 1e-3 * ref.abs().max().item(), (shape, ours, torchs)
+        for weight_memory in ("channels_last", "strided"):  # weights read in any layout
+            w_any = [w if w.dim() == 1 else layout(w, weight_memory) for w in w16]
+            assert torch.equal(sx.functional.fire(x16, *w_any), out), (shape, memory, weight_memory)
         x16[0, :, 0, 0] = float("nan")
         assert torch.equal(sx.functional.fire(x16, *w16).isnan(), reference.fire(x16, *w16).isnan()), shape
 
