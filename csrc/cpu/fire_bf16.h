@@ -146,21 +146,12 @@ inline void fire_forward_bf16(const FireDims& d, const at::Tensor& x, const at::
       const int64_t R = r1 - r0, dense = R * W;
       const int64_t g0 = std::max<int64_t>(r0 - 1, 0), g1 = std::min<int64_t>(r1 + 1, d.height);
       gemm_bf16((g1 - g0) * W, in + n * st.n + g0 * st.h, C, squeeze, squeeze_acc, S, false);
-      // relu(squeeze + bias) in bfloat16, zero-bordered (TileGrid::padded_width), then each pixel with its two
-      // horizontal neighbours (spad3), as in fire_forward_tile
-      for (int64_t lr = 0; lr < R + 2; ++lr) {
-        bf16* row = spad + lr * PW * S;
-        const int64_t gr = r0 - 1 + lr;
-        if (gr < g0 || gr >= g1) {
-          std::fill_n(row, PW * S, bf16(0.0f));
-          continue;
-        }
-        std::fill_n(row, S, bf16(0.0f));
-        bias_relu_rows_bf16(reinterpret_cast<uint16_t*>(row + S), S, squeeze_acc + (gr - g0) * W * S, S, sb, W, S);
-      }
-      std::fill_n(spad + (R + 2) * PW * S, S, bf16(0.0f));
-      for (int64_t lr = 0; lr < R + 2; ++lr)
-        for (int64_t j = 0; j < W; ++j) std::copy_n(spad + (lr * PW + j) * S, 3 * S, spad3 + (lr * W + j) * 3 * S);
+      // relu(squeeze + bias) in bfloat16, zero-bordered, then each pixel with its two horizontal neighbours, as
+      // in fire_forward_tile
+      fill_padded_rows(spad, R, r0, g0, g1, PW, S, [&](bf16* dst, int64_t loaded_row) {
+        bias_relu_rows_bf16(reinterpret_cast<uint16_t*>(dst), S, squeeze_acc + loaded_row * W * S, S, sb, W, S);
+      });
+      neighbour_triples(spad, R, W, PW, S, spad3);
       gemm_bf16(dense, spad3 + (W * 3 + 1) * S, 3 * S, expand1x1, acc, E, false);
       for (int64_t ky = 0; ky < 3; ++ky)
         gemm_bf16(dense, spad3 + ky * W * 3 * S, 3 * S, expand3x3[ky], acc + E1, E, ky > 0);

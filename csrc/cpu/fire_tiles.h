@@ -373,18 +373,10 @@ at::Tensor call_scratch(typename Scratch<T>::Slot slot, int64_t count) {
 // ~0.4 ms, a call for a batch-1 55x55 activation on a Xeon); only the sizes when `copy` is false (an output).
 template <typename T>
 at::Tensor call_copy(typename Scratch<T>::Slot slot, const at::Tensor& t, at::MemoryFormat format, bool copy = true) {
-  const auto options = at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);
-  const int64_t count = t.numel();
-  at::Tensor out;
-  if (count * static_cast<int64_t>(sizeof(T)) > kCallScratchBytes) {
-    out = at::empty(t.sizes(), options.memory_format(format));
-  } else {
-    T* data = Scratch<T>::get(slot, count);
-    if (format == at::MemoryFormat::ChannelsLast)
-      out = at::from_blob(data, t.sizes(), c10::get_channels_last_strides_2d(t.sizes()), options);
-    else
-      out = at::from_blob(data, t.sizes(), c10::contiguous_strides(t.sizes()), options);
-  }
+  const at::Tensor flat = call_scratch<T>(slot, t.numel());
+  at::Tensor out = format == at::MemoryFormat::ChannelsLast
+                       ? flat.as_strided(t.sizes(), c10::get_channels_last_strides_2d(t.sizes()))
+                       : flat.as_strided(t.sizes(), c10::contiguous_strides(t.sizes()));
   if (copy) out.copy_(t);
   return out;
 }
@@ -421,6 +413,36 @@ struct TileBuffers {
   }
 };
 
+// A tile's zero-bordered squeeze buffer (TileGrid::padded_width): padded row lr < R + 2 is image row r0 - 1 +
+// lr; rows outside the loaded rows [g0, g1) are zeros, the others a zero pixel and then the W pixels that
+// relu_row(dst, gr - g0) writes for image row gr; last, the zero pixel that closes the final row. T: the
+// accumulation type, or bfloat16 in fire_bf16.h.
+template <typename T, typename ReluRow>
+void fill_padded_rows(T* spad, int64_t R, int64_t r0, int64_t g0, int64_t g1, int64_t PW, int64_t S,
+                      const ReluRow& relu_row) {
+  for (int64_t lr = 0; lr < R + 2; ++lr) {
+    T* row = spad + lr * PW * S;
+    const int64_t gr = r0 - 1 + lr;
+    if (gr < g0 || gr >= g1) {
+      std::fill_n(row, PW * S, T(0));
+      continue;
+    }
+    std::fill_n(row, S, T(0));
+    relu_row(row + S, gr - g0);
+  }
+  std::fill_n(spad + (R + 2) * PW * S, S, T(0));  // the last row's right border
+}
+
+// spad3[lr][j] = spad[lr][j .. j + 2] for the R + 2 padded rows: each pixel with its left and right neighbours,
+// so the 3x3 is three GEMMs (one per kernel row, K = 3 * S) over the tile's own pixels only. (GEMMs straight
+// over spad, whose rows overlap, would also run over the border column of every row: 1 / (W + 1) of the work
+// wasted, 7% at 13x13, for a copy that costs 1 / (2 * E3) of the GEMMs' FLOPs.)
+template <typename T>
+void neighbour_triples(const T* spad, int64_t R, int64_t W, int64_t PW, int64_t S, T* spad3) {
+  for (int64_t lr = 0; lr < R + 2; ++lr)
+    for (int64_t j = 0; j < W; ++j) std::copy_n(spad + (lr * PW + j) * S, 3 * S, spad3 + (lr * W + j) * 3 * S);
+}
+
 // Steps 1-2: input rows [r0 - 1, r1 + 1) (those inside the image) at buf.x_rows (the loader's buffer, or the
 // input itself when it is already pixel-major in the accumulation type), squeeze + bias + ReLU into
 // buf.spad with zeros on the border and on rows outside the image. Returns the first loaded row.
@@ -445,25 +467,15 @@ int64_t squeeze_tile(const FireWeights<acc_t>& w, const TileGrid& g, int64_t n, 
     gemm<acc_t>((g1 - g0) * W, S, w.C, buf.x_rows, w.C, w.p(w.squeeze_t), S, buf.squeeze_acc, S, false);
   }
   const acc_t* bias = w.p(w.squeeze_bias);
-  const int64_t padded_rows = (r1 - r0) + 2;
-  for (int64_t lr = 0; lr < padded_rows; ++lr) {
-    acc_t* row = buf.spad + lr * PW * S;
-    const int64_t gr = r0 - 1 + lr;
-    if (gr < g0 || gr >= g1) {
-      std::fill(row, row + PW * S, acc_t(0));
-      continue;
-    }
-    std::fill(row, row + S, acc_t(0));
-    const acc_t* src = buf.squeeze_acc + (gr - g0) * W * S;
-    acc_t* dst = row + S;
+  fill_padded_rows(buf.spad, r1 - r0, r0, g0, g1, PW, S, [&](acc_t* dst, int64_t loaded_row) {
+    const acc_t* src = buf.squeeze_acc + loaded_row * W * S;
     if constexpr (std::is_same_v<acc_t, float>) {
       bias_relu_rows(dst, S, src, S, bias, W, S);
     } else {
       for (int64_t i = 0; i < W * S; i += S)
         for (int64_t s = 0; s < S; ++s) dst[i + s] = std::max(src[i + s] + bias[s], acc_t(0));
     }
-  }
-  std::fill_n(buf.spad + padded_rows * PW * S, S, acc_t(0));  // the last row's right border
+  });
   return g0;
 }
 
@@ -474,14 +486,8 @@ void fire_forward_tile(const FireWeights<acc_t>& w, const TileGrid& g, int64_t n
                        TileBuffers<acc_t>& buf, const Loader& load, const Store& store) {
   squeeze_tile(w, g, n, r0, r1, buf, load, /*planar_ok=*/true);
   const int64_t W = g.width, PW = g.padded_width(), S = w.S, E = w.E(), R = r1 - r0, dense = R * W;
-  // spad3[lr][j] = spad[lr][j .. j + 2]: each pixel with its left and right neighbours, so the 3x3 is three
-  // GEMMs (one per kernel row, K = 3 * S) over the tile's own pixels only. (GEMMs straight over spad, whose
-  // rows overlap, would also run over the border column of every row: 1 / (W + 1) of the work wasted,
-  // 7% at 13x13, for a copy that costs 1 / (2 * E3) of the GEMMs' FLOPs.)
   acc_t* spad3 = Scratch<acc_t>::get(Scratch<acc_t>::kSpad3, (R + 2) * W * 3 * S);  // only these tiles use it
-  for (int64_t lr = 0; lr < R + 2; ++lr)
-    for (int64_t j = 0; j < W; ++j)
-      std::copy_n(buf.spad + (lr * PW + j) * S, 3 * S, spad3 + (lr * W + j) * 3 * S);
+  neighbour_triples(buf.spad, R, W, PW, S, spad3);
   acc_t* out = buf.out;
   gemm<acc_t>(dense, w.E1, S, spad3 + (W * 3 + 1) * S, 3 * S, w.p(w.expand1x1_t), w.E1, out, E, false);
   for (int64_t ky = 0; ky < 3; ++ky)
