@@ -328,6 +328,11 @@ inline TileGrid make_tile_grid(int64_t batch, int64_t height, int64_t width, int
 // at 2, 1.25-1.3x on 2 threads but half of a 4-core machine idle.
 constexpr int64_t kBackwardMinTiles = 4;
 
+// The backward's tiles (fire and unpool_fire): ~384 pixels, at least kBackwardMinTiles, from the shape alone.
+inline TileGrid backward_tile_grid(const FireDims& d) {
+  return make_tile_grid(d.batch, d.height, d.width, /*target_pixels=*/384, kBackwardMinTiles);
+}
+
 // A thread's scratch buffers, kept across calls (grow-only) so a call pays neither allocation nor page faults
 // nor zero-filling: every tile writes what it reads. At most a few MB per thread for SqueezeNet's shapes. The
 // kCall* slots hold the calling thread's call-wide buffers (call_scratch, float_copy).

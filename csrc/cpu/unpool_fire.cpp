@@ -221,8 +221,7 @@ std::vector<at::Tensor> unpool_fire_backward_into(const at::Tensor& grad_output,
     const bool planar = cpu::use_planar_backward_tiles(input);
     const auto w = cpu::pack_fire_weights<acc_t>(d, squeeze_weight, squeeze_bias, expand1x1_weight, std::nullopt,
                                                  expand3x3_weight, std::nullopt, planar, /*backward=*/true);
-    const cpu::TileGrid grid = cpu::make_tile_grid(d.batch, d.height, d.width, /*target_pixels=*/384,
-                                                   cpu::kBackwardMinTiles);
+    const cpu::TileGrid grid = cpu::backward_tile_grid(d);
     const scalar_t* in = input.const_data_ptr<scalar_t>();
     const int64_t* idx = indices.const_data_ptr<int64_t>();
     const scalar_t* go = grad_output.const_data_ptr<scalar_t>();
