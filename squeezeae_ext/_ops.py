@@ -86,7 +86,9 @@ def cpu_paths() -> dict:
     and L3 sizes their rules read (bytes, 0 if the OS does not say; SQUEEZEAE_CPU_L3_BYTES overrides the L3),
     the forward tile size in output pixels, the output size from which max_unpool2d streams (bytes), and how a
     bfloat16 Fire forward multiplies ('onednn-brgemm-bf16' where oneDNN's micro-kernel does bfloat16 here, for
-    channels_last inputs with even input and squeeze channels; else 'float32-copies')."""
+    channels_last inputs with even input and squeeze channels; else 'float32-copies'), and from how many output
+    pixels a call (batch x height x width) the forward's 3x3 convolution runs as Winograd F(2x2, 3x3) (0: always,
+    -1: never; SQUEEZEAE_CPU_WINOGRAD=on or =off)."""
     return _C.cpu_paths()
 
 

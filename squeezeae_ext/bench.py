@@ -908,7 +908,13 @@ def _cpu_paths_lines(paths: Optional[dict]) -> List[str]:
     return [f"- CPU paths: GEMM {paths['gemm']}, SIMD {paths['simd']}, L2 {mib(paths['l2_bytes'])}, "
             f"L3 {mib(paths['l3_bytes'])}, forward tiles of {paths['forward_tile_pixels']} pixels, "
             f"max_unpool2d streams outputs from {mib(paths['max_unpool2d_stream_bytes'])}"
-            + (f", bfloat16 Fire forward {paths['bf16']}" if "bf16" in paths else "")]
+            + (f", bfloat16 Fire forward {paths['bf16']}" if "bf16" in paths else "")
+            + (f", Winograd 3x3 {_winograd_text(paths['winograd_min_pixels'])}" if "winograd_min_pixels" in paths
+               else "")]
+
+
+def _winograd_text(min_pixels: int) -> str:
+    return {0: "always", -1: "never"}.get(min_pixels, f"from {min_pixels} output pixels a call")
 
 
 def markdown_report(results: dict, lines: List[List[str]]) -> str:

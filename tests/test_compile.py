@@ -128,3 +128,7 @@ def test_cpu_paths_follow_the_overrides():
         assert paths["gemm"] == "plain" and paths["simd"] in ((isa,) if isa == "scalar" else ("avx2", "scalar"))
         assert paths["forward_tile_pixels"] in (192, 384) and paths["l2_bytes"] >= 0
         assert paths["bf16"] == "float32-copies"  # the bfloat16 micro-kernel is oneDNN's too
+        assert paths["winograd_min_pixels"] == 1024
+    for setting, expected in (("on", 0), ("off", -1)):
+        printed = run_python(code, SQUEEZEAE_CPU_WINOGRAD=setting)
+        assert json.loads(printed.splitlines()[0])["winograd_min_pixels"] == expected

@@ -5,6 +5,7 @@ import sys
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import squeezeae_ext as sx
 from squeezeae_ext import reference
@@ -119,14 +120,92 @@ def check_nan_propagates():
                                             for memory in LAYOUTS]:
         x = layout(torch.randn(N, C, H, W), memory)
         x[0, :, 0, 0] = float("nan")
+        x[-1, :, H // 2, W // 2] = float("nan")  # odd row and column: its 3x3 neighbourhood spans two 2x2 blocks
         weights = fire_weights(C, S, E1, E3)
         ours, ref = sx.functional.fire(x, *weights).isnan(), reference.fire(x, *weights).isnan()
         assert ref.any() and torch.equal(ours, ref), (N, C, H, W, memory)
 
 
-@pytest.mark.parametrize("isa", [None, "avx2", "scalar"])
-def test_nan_propagates(isa):
-    run_check("test_fire", "check_nan_propagates", isa=isa)
+def check_infinity_propagates():
+    """An infinite input value gives infinities, not NaNs, where the reference does: one squeeze channel +inf at
+    one pixel (the others' ReLU(-inf) = 0), so every output near it is +-inf times a weight. Winograd's transforms
+    would subtract such infinities (inf - inf = NaN): tiles with one take the direct taps."""
+    torch.manual_seed(0)
+    for (N, C, S, E1, E3, H, W), memory in [(shape, memory) for shape in ((2, 12, 6, 16, 16, 6, 6),
+                                                                          (1, 16, 4, 16, 16, 40, 40))
+                                            for memory in LAYOUTS]:
+        x = layout(torch.randn(N, C, H, W), memory)
+        x[-1, 0, H // 2, W // 2] = float("inf")
+        weights = fire_weights(C, S, E1, E3)
+        weights[0][:, 0] = -weights[0][:, 0].abs()
+        weights[0][1, 0] = 1.0
+        ours, ref = sx.functional.fire(x, *weights), reference.fire(x, *weights)
+        assert ref.isinf().any() and not ref.isnan().any()
+        assert torch.equal(ours.isinf(), ref.isinf()) and not ours.isnan().any(), (N, C, H, W, memory)
+        finite = ref.isfinite()
+        torch.testing.assert_close(ours[finite], ref[finite], rtol=1e-5, atol=1e-5)
+
+
+def check_non_finite_weights():
+    """An infinite or NaN 3x3 weight gives non-finite outputs exactly where the reference's are (a call of 1600
+    pixels, which runs Winograd with finite weights; these take the direct taps)."""
+    torch.manual_seed(0)
+    x = torch.randn(1, 16, 40, 40).relu_().contiguous(memory_format=torch.channels_last)
+    for value in (float("inf"), float("nan")):
+        weights = fire_weights(16, 4, 16, 16)
+        weights[4][3, 1, 0, 2] = value
+        ours, ref = sx.functional.fire(x, *weights), reference.fire(x, *weights)
+        assert torch.equal(ours.isnan(), ref.isnan()) and torch.equal(ours.isinf(), ref.isinf()), value
+        assert (ours.isnan() | ours.isinf()).any()
+        finite = ref.isfinite()
+        torch.testing.assert_close(ours[finite], ref[finite], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("isa,env", [(None, None), ("avx2", None), ("scalar", None),
+                                     (None, {"SQUEEZEAE_CPU_WINOGRAD": "on"})])
+def test_nan_propagates(isa, env):
+    """Also with Winograd on every forward (whose transforms keep each output's NaNs to its own 3x3 window)."""
+    run_check("test_fire", "check_nan_propagates", isa=isa, env=env)
+
+
+def test_non_finite_weights():
+    run_check("test_fire", "check_non_finite_weights")
+
+
+@pytest.mark.parametrize("env", [None, {"SQUEEZEAE_CPU_WINOGRAD": "on"}])
+def test_infinity_propagates(env):
+    run_check("test_fire", "check_infinity_propagates", env=env)
+
+
+def check_forward_paths():
+    """The forward's two expand3x3 paths (the direct taps and Winograd F(2x2, 3x3)), whichever the process forces,
+    against the float64 reference: every shape (odd and even bands and widths, 1x1 and 1xW images, channel counts
+    off the SIMD widths), layout and dtype, with and without biases, through fire and unpool_fire; and
+    gradcheck."""
+    torch.manual_seed(0)
+    for (N, C, S, E1, E3, H, W), memory, dtype in [(shape, memory, dtype) for shape in SHAPES for memory in LAYOUTS
+                                                   for dtype in (torch.float32, torch.float64)]:
+        x = layout(torch.randn(N, C, H, W, dtype=dtype), memory)
+        for bias in (True, False):
+            weights = fire_weights(C, S, E1, E3, dtype, bias=bias)
+            assert_close_to(sx.functional.fire(x, *weights), reference.fire(*to64([x, *weights])))
+        if H < 3 or W < 3:
+            continue
+        pooled, indices = F.max_pool2d(x, 3, 2, ceil_mode=True, return_indices=True)
+        out = sx.functional.unpool_fire(pooled, indices, *weights, 3, 2, 0, (H, W))
+        ref = reference.fire(sx.functional.max_unpool2d(*to64([pooled]), indices, 3, 2, 0, (H, W)), *to64(weights))
+        assert_close_to(out, ref)
+    x = torch.randn(2, 3, 5, 7, dtype=torch.float64, requires_grad=True)
+    weights = [w.requires_grad_() for w in fire_weights(3, 2, 2, 3, torch.float64)]
+    for x_any in (x, x.detach().contiguous(memory_format=torch.channels_last).requires_grad_()):
+        assert torch.autograd.gradcheck(sx.functional.fire, (x_any, *weights))
+
+
+@pytest.mark.parametrize("winograd", ["on", "off"])
+def test_forward_paths(winograd):
+    """check_forward_paths with SQUEEZEAE_CPU_WINOGRAD=on (every pixel-major forward takes Winograd) and =off
+    (none does); by default only calls of 1024 output pixels or more do (cpu_paths()['winograd_min_pixels'])."""
+    run_check("test_fire", "check_forward_paths", env={"SQUEEZEAE_CPU_WINOGRAD": winograd})
 
 
 # (N, C, S, E1, E3, H, W): even input and squeeze channels (oneDNN's bfloat16 micro-kernel where this CPU has one;

@@ -1,4 +1,5 @@
 #include "cpu/epilogues.h"
+#include "cpu/winograd.h"
 
 #include <algorithm>
 #include <cstdlib>
@@ -50,6 +51,32 @@ SQUEEZEAE_CLONES
 void bias_relu_planes(float* dst, int64_t dst_ld, const float* src, int64_t src_ld, const float* bias,
                       int64_t planes, int64_t count) {
   bias_relu_2d<true>(dst, dst_ld, src, src_ld, bias, planes, count);
+}
+
+SQUEEZEAE_CLONES
+bool all_finite(const float* values, int64_t count) {
+  uint32_t non_finite = 0;  // an integer OR vectorises without reassociating float sums
+  for (int64_t i = 0; i < count; ++i) {
+    uint32_t bits;
+    std::memcpy(&bits, values + i, sizeof(bits));
+    non_finite |= static_cast<uint32_t>((bits & 0x7F800000u) == 0x7F800000u);
+  }
+  return non_finite == 0;
+}
+
+SQUEEZEAE_CLONES
+void winograd_weight_transform(float* U, const float* taps, int64_t count, int64_t stride) {
+  winograd_weight_transform_impl(U, taps, count, stride);
+}
+
+SQUEEZEAE_CLONES
+void winograd_input_tile(float* V, const float* spad, int64_t R, int64_t W, int64_t PW, int64_t S) {
+  winograd_input_tile_impl(V, spad, R, W, PW, S);
+}
+
+SQUEEZEAE_CLONES
+void winograd_output_tile(float* out, int64_t ld, const float* M, int64_t R, int64_t W, int64_t E3, float* discard) {
+  winograd_output_tile_impl(out, ld, M, R, W, E3, discard);
 }
 
 SQUEEZEAE_CLONES

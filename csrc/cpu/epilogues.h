@@ -25,6 +25,9 @@ void bias_relu_planes(float* dst, int64_t dst_ld, const float* src, int64_t src_
 void relu_mask_rows(float* dst, int64_t dst_pitch, const float* grad, int64_t grad_pitch, const float* out,
                     int64_t out_pitch, int64_t rows, int64_t cols);
 
+// True if no value is an infinity or a NaN (the Winograd tiles' guard, see fire_forward_tile).
+bool all_finite(const float* values, int64_t count);
+
 // Transposing copies between pixel-major [pixels, channels] tiles and planar [channels, pixels] tensors, in
 // 16 x 16 blocks of AVX-512 registers or 8 x 8 of AVX2 ones where the CPU has them:
 //   bias_relu_to_planar: dst[c * dst_ld + p] = max(src[p * src_ld + c] + bias[c], 0)

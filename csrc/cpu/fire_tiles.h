@@ -7,8 +7,9 @@
 //   2. computes the squeeze GEMM with bias + ReLU into `spad`, a zero-bordered [(R + 2) * (W + 1) + 1, S] buffer
 //      (see TileGrid::padded_width),
 //   3. computes expand1x1 and expand3x3 from `spad` into one accumulator [pixels, E1 + E3]: the 3x3 conv is
-//      three GEMMs with K = 3 * S, one per kernel row, over a copy of `spad` that holds each pixel with its
-//      two horizontal neighbours (a third of an im2col; the kernel rows are row offsets into it),
+//      either three GEMMs with K = 3 * S, one per kernel row, over a copy of `spad` that holds each pixel with
+//      its two horizontal neighbours (a third of an im2col; the kernel rows are row offsets into it), or, for
+//      larger calls, Winograd F(2x2, 3x3): 16 GEMMs with K = S over transformed 4x4 patches (winograd.h),
 //   4. writes bias + ReLU + dtype conversion straight into the output's channel slices (any strides).
 // The squeeze of the halo rows is recomputed by neighbouring tiles (cheap: squeeze is ~10% of a Fire's FLOPs)
 // so tiles are independent and everything a tile touches stays in L2.
@@ -24,7 +25,10 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <atomic>
+#include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <optional>
@@ -37,6 +41,7 @@
 #include "cpu/epilogues.h"
 #include "cpu/gemm.h"
 #include "cpu/strides.h"
+#include "cpu/winograd.h"
 
 namespace squeezeae {
 namespace cpu {
@@ -118,6 +123,74 @@ inline std::vector<at::Tensor> zero_weight_grads(const at::Tensor& squeeze_weigh
   return grads;
 }
 
+// A thread's scratch buffers, kept across calls (grow-only) so a call pays neither allocation nor page faults
+// nor zero-filling: every tile writes what it reads. At most a few MB per thread for SqueezeNet's shapes. The
+// kCall* slots hold the calling thread's call-wide buffers (call_scratch, float_copy).
+template <typename acc_t>
+class Scratch {
+ public:
+  enum Slot { kX, kSqueezeAcc, kSpad, kSpad3, kIm2col, kOut, kSqueezeRows, kWinogradIn, kWinogradOut, kSpadT, kGrad,
+              kGradSqueeze, kGradSqueezeDense, kGradX, kGradSqueezeT, kSqueezeT, kCallPartial, kCallTotal,
+              kCallStaging, kCallIn, kCallOut, kCallGradIn, kCallGradOut, kCallTaps, kCallWinograd, kSlots };
+  static acc_t* get(Slot slot, int64_t count) {
+    thread_local Scratch scratch;
+    auto& buffer = scratch.buffers_[slot];
+    if (scratch.sizes_[slot] < count) {
+      buffer.reset(new acc_t[count]);
+      scratch.sizes_[slot] = count;
+    }
+    return buffer.get();
+  }
+
+ private:
+  std::unique_ptr<acc_t[]> buffers_[kSlots];
+  int64_t sizes_[kSlots] = {};
+};
+
+// Buffers that live for one call, on the calling thread: the backward's weight-gradient partial sums, their
+// total and the unpacking's staging. Kept across calls (grow-only, per slot) up to kCallScratchBytes, so that
+// a call does not take fresh pages for them every time: a page first touched costs ~1 us on these VMs, and a
+// batch-3 13x13 Fire backward took ~1,300 of them in one call out of three (2.5 ms calls became 3.6-4.1 ms),
+// from glibc mapping and unmapping its 5 MB of partial sums. A whole converted squeezenet1_1 training step, batch
+// 1-8, took 30-40% fewer page faults and ran 2-6% faster (in-process A/B on a Xeon). Larger requests get a
+// fresh tensor. The tensor returned does not own its memory: it must not outlive the call. (The tiles' own
+// slots are distinct, so a tile run on the calling thread during the call cannot touch these.)
+constexpr int64_t kCallScratchBytes = int64_t(16) << 20;
+
+template <typename T>
+at::Tensor call_scratch(typename Scratch<T>::Slot slot, int64_t count) {
+  const auto options = at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);
+  if (count * static_cast<int64_t>(sizeof(T)) > kCallScratchBytes) return at::empty({count}, options);
+  return at::from_blob(Scratch<T>::get(slot, count), {count}, options);
+}
+
+// The pixel-major forward's expand3x3 runs as Winograd F(2x2, 3x3) (winograd.h) from kWinogradMinPixels output
+// pixels a call (batch x height x width) on, as the direct taps below that. Its weights are transformed on every
+// call (~75 us for fire8's on a 2-core Xeon, against ~40 us for the taps' packing) and its GEMMs are
+// narrower (M = blocks, K = S), so it pays on larger calls: in-process A/B against the taps on that Xeon, batch
+// 8, channels_last: 13x13 layers 1.08-1.10x faster, 27x27 1.15-1.17x, 55x55 1.03-1.06x (NCHW through the
+// pixel-major tiles: 1.09-1.15x); batch 1: 13x13 (169 pixels) 0.85-0.93x, 27x27 0.99-1.07x, 55x55 within noise.
+// SQUEEZEAE_CPU_WINOGRAD=on or =off forces it for every pixel-major forward or for none (tests, comparisons).
+constexpr int64_t kWinogradMinPixels = 1024;
+
+// The smallest call that runs Winograd (0: every call, -1: none).
+inline int64_t winograd_min_pixels() {
+  static const int64_t value = [] {
+    const char* forced = std::getenv("SQUEEZEAE_CPU_WINOGRAD");
+    if (forced == nullptr) return kWinogradMinPixels;
+    if (std::strcmp(forced, "on") == 0) return int64_t(0);
+    if (std::strcmp(forced, "off") == 0) return int64_t(-1);
+    TORCH_WARN("SQUEEZEAE_CPU_WINOGRAD=", forced, " is not one of on, off: ignored");
+    return kWinogradMinPixels;
+  }();
+  return value;
+}
+
+inline bool use_winograd_forward(const FireDims& d) {
+  const int64_t min_pixels = winograd_min_pixels();
+  return min_pixels >= 0 && d.batch * d.height * d.width >= min_pixels;
+}
+
 // Weights repacked once per call, in the accumulation type, in the orientation each GEMM wants: the
 // pixel-major tiles (channels_last) multiply activations [pixels, channels] by [in, out] weights, the planar
 // tiles (NCHW) multiply [out, in] weights by activations [channels, pixels].
@@ -127,6 +200,7 @@ struct FireWeights {
   at::Tensor squeeze_t;      // [C, S]
   at::Tensor expand1x1_t;    // [S, E1]
   at::Tensor expand3x3_t;    // [9, S, E3]  (= [9 * S, E3], the im2col GEMM's B)
+  at::Tensor expand3x3_winograd;  // [16, S, E3] (winograd.h: forward pixel-major, larger calls, finite weights)
   at::Tensor squeeze;        // [S, C]
   at::Tensor expand1x1;      // [E1, S]
   at::Tensor expand3x3;      // [9, E3, S]
@@ -146,11 +220,12 @@ struct FireWeights {
 enum class TapLayout { kTapInOut, kTapOutIn, kOutTapIn };
 
 template <typename T, TapLayout kLayout>
-at::Tensor pack_taps(const at::Tensor& e3) {  // any strides: channels_last weights are read in place
+at::Tensor pack_taps(const at::Tensor& e3, at::Tensor out = at::Tensor()) {  // any strides: channels_last
+  // weights are read in place; `out`: E3 * 9 * S elements to write to, else a new tensor
   const int64_t E3 = e3.size(0), S = e3.size(1), K = 9 * S, se = e3.stride(0), ss = e3.stride(1);
   int64_t tap_offset[9];
   for (int64_t tap = 0; tap < 9; ++tap) tap_offset[tap] = (tap / 3) * e3.stride(2) + (tap % 3) * e3.stride(3);
-  at::Tensor out = at::empty({E3 * K}, e3.options());
+  if (!out.defined()) out = at::empty({E3 * K}, e3.options());
   const T* __restrict__ src = e3.const_data_ptr<T>();
   T* __restrict__ dst = out.mutable_data_ptr<T>();
   if constexpr (kLayout == TapLayout::kTapInOut && std::is_same_v<T, float>) {
@@ -203,6 +278,31 @@ at::Tensor pack_taps(const at::Tensor& e3) {  // any strides: channels_last weig
   return out;
 }
 
+// True if no value is an infinity or a NaN (float: epilogues.h).
+inline bool all_finite(const double* values, int64_t count) {
+  for (int64_t i = 0; i < count; ++i)
+    if (!std::isfinite(values[i])) return false;
+  return true;
+}
+
+// The 3x3 weights [E3, S, 3, 3] (any strides) as Winograd's U = G g G^T, [16, S, E3] (winograd.h), from the
+// [9, S, E3] taps of pack_taps (`taps`) in one streaming pass. Undefined if some weight is an infinity or a NaN:
+// Winograd would spread it to points that the direct convolution keeps finite, so such weights take the taps.
+template <typename T>
+at::Tensor pack_winograd_weights(const at::Tensor& taps, int64_t S, int64_t E3) {
+  const int64_t count = S * E3;
+  at::Tensor out = call_scratch<T>(Scratch<T>::kCallWinograd, kWinogradPoints * count);
+  const T* src = taps.const_data_ptr<T>();
+  T* dst = out.mutable_data_ptr<T>();
+  std::atomic<bool> finite{true};
+  at::parallel_for(0, count, 2048, [&](int64_t begin, int64_t end) {
+    for (int64_t tap = 0; tap < 9; ++tap)
+      if (!all_finite(src + tap * count + begin, end - begin)) finite.store(false);
+    winograd_weight_transform(dst + begin, src + begin, end - begin, count);
+  });
+  return finite.load() ? out.view({kWinogradPoints, S, E3}) : at::Tensor();
+}
+
 inline at::Tensor bias_or_zeros(const std::optional<at::Tensor>& bias, int64_t channels, at::ScalarType dtype) {
   if (bias.has_value() && bias->defined()) return bias->to(dtype).contiguous();
   return at::zeros({channels}, at::TensorOptions().dtype(dtype));
@@ -242,7 +342,15 @@ FireWeights<acc_t> pack_fire_weights(const FireDims& d, const at::Tensor& squeez
   // uses the other one.
   if (pixel_major || backward) w.squeeze_t = transposed<acc_t>(sq);
   w.squeeze = sq.contiguous();  // planar tiles, the backward, and the forward of NCHW rows (squeeze_tile)
-  if (pixel_major != backward) {  // forward pixel-major, or the planar squeeze gradient
+  if (pixel_major && !backward) {
+    w.expand1x1_t = transposed<acc_t>(e1);
+    // in call scratch: fresh tensors for these took page faults on every batch-1 call (fire8's 1.6 MB of taps and
+    // Winograd weights: 29% of its time in the kernel, on a Xeon)
+    w.expand3x3_t = pack_taps<acc_t, TapLayout::kTapInOut>(e3, call_scratch<acc_t>(Scratch<acc_t>::kCallTaps,
+                                                                                   9 * w.S * w.E3))
+                        .view({9, w.S, w.E3});
+    if (use_winograd_forward(d)) w.expand3x3_winograd = pack_winograd_weights<acc_t>(w.expand3x3_t, w.S, w.E3);
+  } else if (planar && backward) {  // the planar squeeze gradient
     w.expand1x1_t = transposed<acc_t>(e1);
     w.expand3x3_t = pack_taps<acc_t, TapLayout::kTapInOut>(e3).view({9, w.S, w.E3});
   } else if (backward) {  // pixel-major squeeze gradient
@@ -333,47 +441,6 @@ inline TileGrid backward_tile_grid(const FireDims& d) {
   return make_tile_grid(d.batch, d.height, d.width, /*target_pixels=*/384, kBackwardMinTiles);
 }
 
-// A thread's scratch buffers, kept across calls (grow-only) so a call pays neither allocation nor page faults
-// nor zero-filling: every tile writes what it reads. At most a few MB per thread for SqueezeNet's shapes. The
-// kCall* slots hold the calling thread's call-wide buffers (call_scratch, float_copy).
-template <typename acc_t>
-class Scratch {
- public:
-  enum Slot { kX, kSqueezeAcc, kSpad, kSpad3, kIm2col, kOut, kSpadT, kGrad, kGradSqueeze, kGradSqueezeDense, kGradX,
-              kGradSqueezeT, kSqueezeT, kCallPartial, kCallTotal, kCallStaging, kCallIn, kCallOut, kCallGradIn,
-              kCallGradOut, kSlots };
-  static acc_t* get(Slot slot, int64_t count) {
-    thread_local Scratch scratch;
-    auto& buffer = scratch.buffers_[slot];
-    if (scratch.sizes_[slot] < count) {
-      buffer.reset(new acc_t[count]);
-      scratch.sizes_[slot] = count;
-    }
-    return buffer.get();
-  }
-
- private:
-  std::unique_ptr<acc_t[]> buffers_[kSlots];
-  int64_t sizes_[kSlots] = {};
-};
-
-// Buffers that live for one call, on the calling thread: the backward's weight-gradient partial sums, their
-// total and the unpacking's staging. Kept across calls (grow-only, per slot) up to kCallScratchBytes, so that
-// a call does not take fresh pages for them every time: a page first touched costs ~1 us on these VMs, and a
-// batch-3 13x13 Fire backward took ~1,300 of them in one call out of three (2.5 ms calls became 3.6-4.1 ms),
-// from glibc mapping and unmapping its 5 MB of partial sums. A whole converted squeezenet1_1 training step, batch
-// 1-8, took 30-40% fewer page faults and ran 2-6% faster (in-process A/B on a Xeon). Larger requests get a
-// fresh tensor. The tensor returned does not own its memory: it must not outlive the call. (The tiles' own
-// slots are distinct, so a tile run on the calling thread during the call cannot touch these.)
-constexpr int64_t kCallScratchBytes = int64_t(16) << 20;
-
-template <typename T>
-at::Tensor call_scratch(typename Scratch<T>::Slot slot, int64_t count) {
-  const auto options = at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);
-  if (count * static_cast<int64_t>(sizeof(T)) > kCallScratchBytes) return at::empty({count}, options);
-  return at::from_blob(Scratch<T>::get(slot, count), {count}, options);
-}
-
 // A copy of `t` (4-D) as T in memory format `format`, in call scratch `slot` (fresh tensors took ~380 page faults,
 // ~0.4 ms, a call for a batch-1 55x55 activation on a Xeon); only the sizes when `copy` is false (an output).
 template <typename T>
@@ -406,7 +473,7 @@ struct TileBuffers {
     spad = S_::get(S_::kSpad, g.padded_pixels() * S);
     const int64_t flat = g.flat_pixels(g.rows), dense = g.rows * g.width;
     if (!backward) {
-      out = S_::get(S_::kOut, dense * E);
+      out = S_::get(S_::kOut, (dense + 1) * E);  // one more pixel: the Winograd output's discard
     } else {
       spad_t = S_::get(S_::kSpadT, 3 * g.padded_pixels() * S);  // [3][S][padded pixels], see fire_backward_tile
       grad = S_::get(S_::kGrad, g.padded_pixels() * E);
@@ -490,14 +557,35 @@ template <typename acc_t, typename Loader, typename Store>
 void fire_forward_tile(const FireWeights<acc_t>& w, const TileGrid& g, int64_t n, int64_t r0, int64_t r1,
                        TileBuffers<acc_t>& buf, const Loader& load, const Store& store) {
   squeeze_tile(w, g, n, r0, r1, buf, load, /*planar_ok=*/true);
-  const int64_t W = g.width, PW = g.padded_width(), S = w.S, E = w.E(), R = r1 - r0, dense = R * W;
-  acc_t* spad3 = Scratch<acc_t>::get(Scratch<acc_t>::kSpad3, (R + 2) * W * 3 * S);  // only these tiles use it
-  neighbour_triples(buf.spad, R, W, PW, S, spad3);
+  const int64_t W = g.width, PW = g.padded_width(), S = w.S, E1 = w.E1, E3 = w.E3, E = w.E(), R = r1 - r0,
+                dense = R * W;
   acc_t* out = buf.out;
-  gemm<acc_t>(dense, w.E1, S, spad3 + (W * 3 + 1) * S, 3 * S, w.p(w.expand1x1_t), w.E1, out, E, false);
-  for (int64_t ky = 0; ky < 3; ++ky)
-    gemm<acc_t>(dense, w.E3, 3 * S, spad3 + ky * W * 3 * S, 3 * S, w.p(w.expand3x3_t) + ky * 3 * S * w.E3, w.E3,
-                out + w.E1, E, ky > 0);
+  // Winograd's transforms would spread an infinity or a NaN of the squeeze activation over whole 2x2 blocks (and
+  // overflow on values near the float range's end): such tiles take the direct taps, as the reference does.
+  if (!w.expand3x3_winograd.defined() ||
+      !all_finite(static_cast<const acc_t*>(buf.spad), g.padded_pixels(R) * S)) {  // both expands from the triples
+    acc_t* spad3 = Scratch<acc_t>::get(Scratch<acc_t>::kSpad3, (R + 2) * W * 3 * S);  // only these tiles use it
+    neighbour_triples(buf.spad, R, W, PW, S, spad3);
+    gemm<acc_t>(dense, E1, S, spad3 + (W * 3 + 1) * S, 3 * S, w.p(w.expand1x1_t), E1, out, E, false);
+    for (int64_t ky = 0; ky < 3; ++ky)
+      gemm<acc_t>(dense, E3, 3 * S, spad3 + ky * W * 3 * S, 3 * S, w.p(w.expand3x3_t) + ky * 3 * S * E3, E3,
+                  out + E1, E, ky > 0);
+    store(n, r0, r1, static_cast<const acc_t*>(out), W);
+    return;
+  }
+  // expand1x1 over the tile's own squeeze pixels (the padded rows' interiors, made dense)
+  acc_t* rows = Scratch<acc_t>::get(Scratch<acc_t>::kSqueezeRows, dense * S);
+  for (int64_t i = 0; i < R; ++i) std::copy_n(buf.spad + ((i + 1) * PW + 1) * S, W * S, rows + i * W * S);
+  gemm<acc_t>(dense, E1, S, rows, S, w.p(w.expand1x1_t), E1, out, E, false);
+  // expand3x3: Winograd F(2x2, 3x3), one GEMM per transformed point
+  const int64_t blocks = winograd_blocks(R, W);
+  acc_t* transformed_in = Scratch<acc_t>::get(Scratch<acc_t>::kWinogradIn, kWinogradPoints * blocks * S);
+  acc_t* transformed_out = Scratch<acc_t>::get(Scratch<acc_t>::kWinogradOut, kWinogradPoints * blocks * E3);
+  winograd_input_tile(transformed_in, static_cast<const acc_t*>(buf.spad), R, W, PW, S);
+  for (int64_t k = 0; k < kWinogradPoints; ++k)
+    gemm<acc_t>(blocks, E3, S, transformed_in + k * blocks * S, S, w.p(w.expand3x3_winograd) + k * S * E3, E3,
+                transformed_out + k * blocks * E3, E3, false);
+  winograd_output_tile(out + E1, E, static_cast<const acc_t*>(transformed_out), R, W, E3, out + dense * E + E1);
   store(n, r0, r1, static_cast<const acc_t*>(out), W);
 }
 
