@@ -12,9 +12,11 @@ from squeezeae_ext import reference
 from helpers import assert_close_to, fire_weights, layout, run_check, run_python, to64
 
 # (N, C, S, E1, E3, H, W): odd channel counts, 1x1 and 1xW spatial, non-square, one SqueezeNet-sized layer
-# (above the 1000 pixels from where NCHW takes planar tiles on every AVX-512 CPU), one 13x13 with whole and partial
-# 16x16 transpose blocks, and a batch of 40 small images: more backward tiles than the 32 weight-gradient chunks, so
-# some chunks sum two tiles (the first writes the chunk's accumulators, the next adds to them).
+# (above the 1000 pixels from where NCHW takes planar tiles on every AVX-512 CPU, and the 1024 from where the 3x3
+# runs as Winograd), one 13x13 with whole and partial 16x16 transpose blocks, a batch of 40 small images: more
+# backward tiles than the 32 weight-gradient chunks, so some chunks sum two tiles (the first writes the chunk's
+# accumulators, the next adds to them), and 48 squeeze channels over 1058 pixels (the backward's Winograd, in
+# bands of 12 and 11 rows).
 SHAPES = [
     (2, 5, 3, 4, 6, 7, 9),
     (3, 17, 5, 3, 7, 1, 1),
@@ -24,6 +26,7 @@ SHAPES = [
     (2, 48, 8, 20, 29, 13, 13),
     (4, 8, 2, 1, 1, 3, 2),
     (40, 6, 3, 4, 5, 5, 4),
+    (2, 20, 48, 8, 21, 23, 23),
 ]
 LAYOUTS = ["nchw", "channels_last", "strided"]
 
@@ -172,25 +175,56 @@ def test_non_finite_weights():
     run_check("test_fire", "check_non_finite_weights")
 
 
+def check_infinite_gradient():
+    """An infinite output gradient gives infinities, not NaNs, in the input gradient where the reference does:
+    one squeeze channel (no sums of infinities of either sign) kept active everywhere, so each input pixel near
+    the infinity gets +-inf. The backward's Winograd (its squeeze gradient) would make NaNs of them: tiles with
+    an infinity in their output gradient take the direct taps."""
+    torch.manual_seed(0)
+    for memory in LAYOUTS:
+        x = layout(torch.rand(2, 4, 9, 8) + 0.1, memory)
+        weights = [w.abs() + 0.1 if i < 2 else w for i, w in enumerate(fire_weights(4, 1, 2, 3))]
+        out = reference.fire(x, *weights)
+        grad = torch.zeros_like(out)
+        e = 2 + out[1, 2:, 4, 5].argmax()  # an active expand3x3 output (ReLU passes its gradient)
+        assert out[1, e, 4, 5] > 0
+        grad[1, e, 4, 5] = float("inf")
+        grads = []
+        for fn in (sx.functional.fire, reference.fire):
+            leaves = [t.clone().requires_grad_() for t in (x, *weights)]
+            fn(*leaves).backward(grad)
+            grads.append(leaves[0].grad)
+        ours, ref = grads
+        assert ref.isinf().any() and not ref.isnan().any()
+        assert torch.equal(ours.isinf(), ref.isinf()) and not ours.isnan().any(), memory
+        finite = ref.isfinite()
+        torch.testing.assert_close(ours[finite], ref[finite], rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("env", [None, {"SQUEEZEAE_CPU_WINOGRAD": "on"}])
 def test_infinity_propagates(env):
     run_check("test_fire", "check_infinity_propagates", env=env)
+    run_check("test_fire", "check_infinite_gradient", env=env)
 
 
-def check_forward_paths():
-    """The forward's two expand3x3 paths (the direct taps and Winograd F(2x2, 3x3)), whichever the process forces,
-    against the float64 reference: every shape (odd and even bands and widths, 1x1 and 1xW images, channel counts
-    off the SIMD widths), layout and dtype, with and without biases, through fire and unpool_fire; and
-    gradcheck."""
+def check_expand3x3_paths():
+    """The two paths of the 3x3 convolution (the direct taps and Winograd F(2x2, 3x3)), whichever the process
+    forces, against the float64 reference: forward and gradients on every shape (odd and even bands and widths,
+    1x1 and 1xW images, channel counts off the SIMD widths), layout and dtype, with and without biases, through
+    fire and unpool_fire; and gradcheck."""
     torch.manual_seed(0)
     for (N, C, S, E1, E3, H, W), memory, dtype in [(shape, memory, dtype) for shape in SHAPES for memory in LAYOUTS
                                                    for dtype in (torch.float32, torch.float64)]:
         x = layout(torch.randn(N, C, H, W, dtype=dtype), memory)
+        grad = torch.randn(N, E1 + E3, H, W, dtype=dtype)
         for bias in (True, False):
-            weights = fire_weights(C, S, E1, E3, dtype, bias=bias)
-            assert_close_to(sx.functional.fire(x, *weights), reference.fire(*to64([x, *weights])))
+            out, ref, grads, ref_grads = run_both(x, fire_weights(C, S, E1, E3, dtype, bias=bias), grad)
+            assert_close_to(out, ref)
+            for g, r in zip(grads, ref_grads):
+                assert_close_to(g, r)
         if H < 3 or W < 3:
             continue
+        weights = fire_weights(C, S, E1, E3, dtype)
         pooled, indices = F.max_pool2d(x, 3, 2, ceil_mode=True, return_indices=True)
         out = sx.functional.unpool_fire(pooled, indices, *weights, 3, 2, 0, (H, W))
         ref = reference.fire(sx.functional.max_unpool2d(*to64([pooled]), indices, 3, 2, 0, (H, W)), *to64(weights))
@@ -202,10 +236,12 @@ def check_forward_paths():
 
 
 @pytest.mark.parametrize("winograd", ["on", "off"])
-def test_forward_paths(winograd):
-    """check_forward_paths with SQUEEZEAE_CPU_WINOGRAD=on (every pixel-major forward takes Winograd) and =off
-    (none does); by default only calls of 1024 output pixels or more do (cpu_paths()['winograd_min_pixels'])."""
-    run_check("test_fire", "check_forward_paths", env={"SQUEEZEAE_CPU_WINOGRAD": winograd})
+def test_expand3x3_paths(winograd):
+    """check_expand3x3_paths with SQUEEZEAE_CPU_WINOGRAD=on (every pixel-major call takes Winograd, forward and
+    backward) and =off (none does); by default only calls of 1024 output pixels or more do
+    (cpu_paths()['winograd_min_pixels']), and in the backward only from 48 squeeze channels."""
+    run_check("test_fire", "check_expand3x3_paths", env={"SQUEEZEAE_CPU_WINOGRAD": winograd})
+
 
 
 # (N, C, S, E1, E3, H, W): even input and squeeze channels (oneDNN's bfloat16 micro-kernel where this CPU has one;

@@ -65,18 +65,19 @@ bool all_finite(const float* values, int64_t count) {
 }
 
 SQUEEZEAE_CLONES
-void winograd_weight_transform(float* U, const float* taps, int64_t count, int64_t stride) {
-  winograd_weight_transform_impl(U, taps, count, stride);
+void winograd_weight_transform(float* U, const float* taps, int64_t count, int64_t stride, bool flip) {
+  winograd_weight_transform_impl(U, taps, count, stride, flip);
 }
 
 SQUEEZEAE_CLONES
-void winograd_input_tile(float* V, const float* spad, int64_t R, int64_t W, int64_t PW, int64_t S) {
-  winograd_input_tile_impl(V, spad, R, W, PW, S);
+void winograd_input_tile(float* V, const float* padded, int64_t ld, int64_t R, int64_t W, int64_t PW, int64_t S) {
+  winograd_input_tile_impl(V, padded, ld, R, W, PW, S);
 }
 
 SQUEEZEAE_CLONES
-void winograd_output_tile(float* out, int64_t ld, const float* M, int64_t R, int64_t W, int64_t E3, float* discard) {
-  winograd_output_tile_impl(out, ld, M, R, W, E3, discard);
+void winograd_output_tile(float* out, int64_t ld, int64_t pitch, const float* M, int64_t R, int64_t W, int64_t E3,
+                          bool accumulate, float* discard) {
+  winograd_output_tile_impl(out, ld, pitch, M, R, W, E3, accumulate, discard);
 }
 
 SQUEEZEAE_CLONES

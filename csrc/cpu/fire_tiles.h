@@ -15,8 +15,8 @@
 // so tiles are independent and everything a tile touches stays in L2.
 //
 // The backward pass uses the same tiles: recompute `spad`, build the masked output gradient with a one-row
-// halo, then the squeeze gradient in one pass (both expand data-gradients as GEMMs over shifted windows, then
-// the squeeze ReLU mask), then the input gradient and all weight gradients. Weight gradients are summed per
+// halo, then the squeeze gradient in one pass (both expand data-gradients as GEMMs over shifted windows, or the
+// 3x3's as Winograd, then the squeeze ReLU mask), then the input gradient and all weight gradients. Weight gradients are summed per
 // fixed chunk of tiles and the chunks added in order, so results are bit-identical run to run and do not
 // depend on the thread count.
 #pragma once
@@ -164,16 +164,22 @@ at::Tensor call_scratch(typename Scratch<T>::Slot slot, int64_t count) {
   return at::from_blob(Scratch<T>::get(slot, count), {count}, options);
 }
 
-// The pixel-major forward's expand3x3 runs as Winograd F(2x2, 3x3) (winograd.h) from kWinogradMinPixels output
-// pixels a call (batch x height x width) on, as the direct taps below that. Its weights are transformed on every
-// call (~75 us for fire8's on a 2-core Xeon, against ~40 us for the taps' packing) and its GEMMs are
-// narrower (M = blocks, K = S), so it pays on larger calls: in-process A/B against the taps on that Xeon, batch
-// 8, channels_last: 13x13 layers 1.08-1.10x faster, 27x27 1.15-1.17x, 55x55 1.03-1.06x (NCHW through the
-// pixel-major tiles: 1.09-1.15x); batch 1: 13x13 (169 pixels) 0.85-0.93x, 27x27 0.99-1.07x, 55x55 within noise.
-// SQUEEZEAE_CPU_WINOGRAD=on or =off forces it for every pixel-major forward or for none (tests, comparisons).
+// The pixel-major tiles' 3x3 convolution (the forward's expand3x3, and the backward's squeeze gradient through
+// it) runs as Winograd F(2x2, 3x3) (winograd.h) from kWinogradMinPixels output pixels a call (batch x height x
+// width) on, as the direct taps below that. Its weights are transformed on every call (~75 us for fire8's on a
+// 2-core Xeon, against ~40 us for the taps' packing) and its GEMMs are narrower (M = blocks, K = S), so it pays
+// on larger calls: forward, in-process A/B against the taps on that Xeon, batch 8, channels_last: 13x13 layers
+// 1.08-1.10x faster, 27x27 1.15-1.17x, 55x55 1.03-1.06x (NCHW through the pixel-major tiles: 1.09-1.15x); batch
+// 1: 13x13 (169 pixels) 0.85-0.93x, 27x27 0.99-1.07x, 55x55 within noise.
 constexpr int64_t kWinogradMinPixels = 1024;
 
-// The smallest call that runs Winograd (0: every call, -1: none).
+// The backward's squeeze gradient takes Winograd only from this many squeeze channels too: its GEMMs are
+// [blocks, E3] x [E3, S], and narrow ones gain less than the transforms cost (in-process A/B of the backward on
+// that Xeon, batch 8, channels_last: fire8/fire6/fire4/fire2, S = 64/48/32/16: 1.09x, 1.02x, 1.01x, 0.87x).
+constexpr int64_t kWinogradMinBackwardSqueeze = 48;
+
+// The smallest call that runs Winograd (0: every call, -1: none). SQUEEZEAE_CPU_WINOGRAD=on or =off forces it
+// for every pixel-major call (forward and backward, any squeeze width) or for none (tests, comparisons).
 inline int64_t winograd_min_pixels() {
   static const int64_t value = [] {
     const char* forced = std::getenv("SQUEEZEAE_CPU_WINOGRAD");
@@ -186,9 +192,10 @@ inline int64_t winograd_min_pixels() {
   return value;
 }
 
-inline bool use_winograd_forward(const FireDims& d) {
+inline bool use_winograd(const FireDims& d, bool backward) {
   const int64_t min_pixels = winograd_min_pixels();
-  return min_pixels >= 0 && d.batch * d.height * d.width >= min_pixels;
+  if (min_pixels <= 0) return min_pixels == 0;
+  return d.batch * d.height * d.width >= min_pixels && (!backward || d.squeeze >= kWinogradMinBackwardSqueeze);
 }
 
 // Weights repacked once per call, in the accumulation type, in the orientation each GEMM wants: the
@@ -200,7 +207,8 @@ struct FireWeights {
   at::Tensor squeeze_t;      // [C, S]
   at::Tensor expand1x1_t;    // [S, E1]
   at::Tensor expand3x3_t;    // [9, S, E3]  (= [9 * S, E3], the im2col GEMM's B)
-  at::Tensor expand3x3_winograd;  // [16, S, E3] (winograd.h: forward pixel-major, larger calls, finite weights)
+  at::Tensor expand3x3_winograd;  // winograd.h (pixel-major tiles, larger calls, finite weights): [16, S, E3] in
+                                  // the forward, [16, E3, S] (rotated kernels) in the backward
   at::Tensor squeeze;        // [S, C]
   at::Tensor expand1x1;      // [E1, S]
   at::Tensor expand3x3;      // [9, E3, S]
@@ -285,12 +293,13 @@ inline bool all_finite(const double* values, int64_t count) {
   return true;
 }
 
-// The 3x3 weights [E3, S, 3, 3] (any strides) as Winograd's U = G g G^T, [16, S, E3] (winograd.h), from the
-// [9, S, E3] taps of pack_taps (`taps`) in one streaming pass. Undefined if some weight is an infinity or a NaN:
-// Winograd would spread it to points that the direct convolution keeps finite, so such weights take the taps.
+// Winograd's U = G g G^T of the 3x3 weights, [16, K, N] (winograd.h), from their taps [9, K, N] (pack_taps:
+// [9, S, E3] for the forward, [9, E3, S] for the data gradient, whose kernels are rotated: `flip`) in one
+// streaming pass. Undefined if some weight is an infinity or a NaN: Winograd would spread it to points that
+// the direct convolution keeps finite, so such weights take the taps.
 template <typename T>
-at::Tensor pack_winograd_weights(const at::Tensor& taps, int64_t S, int64_t E3) {
-  const int64_t count = S * E3;
+at::Tensor pack_winograd_weights(const at::Tensor& taps, int64_t K, int64_t N, bool flip) {
+  const int64_t count = K * N;
   at::Tensor out = call_scratch<T>(Scratch<T>::kCallWinograd, kWinogradPoints * count);
   const T* src = taps.const_data_ptr<T>();
   T* dst = out.mutable_data_ptr<T>();
@@ -298,9 +307,9 @@ at::Tensor pack_winograd_weights(const at::Tensor& taps, int64_t S, int64_t E3) 
   at::parallel_for(0, count, 2048, [&](int64_t begin, int64_t end) {
     for (int64_t tap = 0; tap < 9; ++tap)
       if (!all_finite(src + tap * count + begin, end - begin)) finite.store(false);
-    winograd_weight_transform(dst + begin, src + begin, end - begin, count);
+    winograd_weight_transform(dst + begin, src + begin, end - begin, count, flip);
   });
-  return finite.load() ? out.view({kWinogradPoints, S, E3}) : at::Tensor();
+  return finite.load() ? out.view({kWinogradPoints, K, N}) : at::Tensor();
 }
 
 inline at::Tensor bias_or_zeros(const std::optional<at::Tensor>& bias, int64_t channels, at::ScalarType dtype) {
@@ -349,13 +358,18 @@ FireWeights<acc_t> pack_fire_weights(const FireDims& d, const at::Tensor& squeez
     w.expand3x3_t = pack_taps<acc_t, TapLayout::kTapInOut>(e3, call_scratch<acc_t>(Scratch<acc_t>::kCallTaps,
                                                                                    9 * w.S * w.E3))
                         .view({9, w.S, w.E3});
-    if (use_winograd_forward(d)) w.expand3x3_winograd = pack_winograd_weights<acc_t>(w.expand3x3_t, w.S, w.E3);
+    if (use_winograd(d, /*backward=*/false))
+      w.expand3x3_winograd = pack_winograd_weights<acc_t>(w.expand3x3_t, w.S, w.E3, false);
   } else if (planar && backward) {  // the planar squeeze gradient
     w.expand1x1_t = transposed<acc_t>(e1);
     w.expand3x3_t = pack_taps<acc_t, TapLayout::kTapInOut>(e3).view({9, w.S, w.E3});
   } else if (backward) {  // pixel-major squeeze gradient
     w.expand1x1 = e1.contiguous();
-    w.expand3x3 = pack_taps<acc_t, TapLayout::kTapOutIn>(e3).view({9, w.E3, w.S});
+    w.expand3x3 = pack_taps<acc_t, TapLayout::kTapOutIn>(e3, call_scratch<acc_t>(Scratch<acc_t>::kCallTaps,
+                                                                                 9 * w.S * w.E3))
+                      .view({9, w.E3, w.S});
+    if (use_winograd(d, /*backward=*/true))
+      w.expand3x3_winograd = pack_winograd_weights<acc_t>(w.expand3x3, w.E3, w.S, true);
   } else {  // planar forward
     w.expand1x1 = e1.contiguous();
     w.expand3x3_rows = pack_taps<acc_t, TapLayout::kOutTapIn>(e3).view({w.E3, 9 * w.S});
@@ -477,7 +491,7 @@ struct TileBuffers {
     } else {
       spad_t = S_::get(S_::kSpadT, 3 * g.padded_pixels() * S);  // [3][S][padded pixels], see fire_backward_tile
       grad = S_::get(S_::kGrad, g.padded_pixels() * E);
-      grad_squeeze = S_::get(S_::kGradSqueeze, flat * S);
+      grad_squeeze = S_::get(S_::kGradSqueeze, (flat + 1) * S);  // one more pixel: the Winograd output's discard
       grad_squeeze_dense = S_::get(S_::kGradSqueezeDense, dense * S);
       grad_x = S_::get(S_::kGradX, dense * C);
       grad_squeeze_t = S_::get(S_::kGradSqueezeT, dense * S);
@@ -581,11 +595,12 @@ void fire_forward_tile(const FireWeights<acc_t>& w, const TileGrid& g, int64_t n
   const int64_t blocks = winograd_blocks(R, W);
   acc_t* transformed_in = Scratch<acc_t>::get(Scratch<acc_t>::kWinogradIn, kWinogradPoints * blocks * S);
   acc_t* transformed_out = Scratch<acc_t>::get(Scratch<acc_t>::kWinogradOut, kWinogradPoints * blocks * E3);
-  winograd_input_tile(transformed_in, static_cast<const acc_t*>(buf.spad), R, W, PW, S);
+  winograd_input_tile(transformed_in, static_cast<const acc_t*>(buf.spad), S, R, W, PW, S);
   for (int64_t k = 0; k < kWinogradPoints; ++k)
     gemm<acc_t>(blocks, E3, S, transformed_in + k * blocks * S, S, w.p(w.expand3x3_winograd) + k * S * E3, E3,
                 transformed_out + k * blocks * E3, E3, false);
-  winograd_output_tile(out + E1, E, static_cast<const acc_t*>(transformed_out), R, W, E3, out + dense * E + E1);
+  winograd_output_tile(out + E1, E, W, static_cast<const acc_t*>(transformed_out), R, W, E3, /*accumulate=*/false,
+                       out + dense * E + E1);
   store(n, r0, r1, static_cast<const acc_t*>(out), W);
 }
 
@@ -644,9 +659,24 @@ void fire_backward_tile(const FireWeights<acc_t>& w, const TileGrid& g, int64_t 
   // in the forward sends grad[p] back to p + shift, i.e. reads grad[q - shift] here), then the ReLU mask.
   acc_t* gs = buf.grad_squeeze;
   gemm<acc_t>(flat, S, E1, grad + centre * E, E, w.p(w.expand1x1), S, gs, S, false);
-  for (int64_t tap = 0; tap < 9; ++tap) {
-    const int64_t shift = (tap / 3 - 1) * PW + (tap % 3 - 1);
-    gemm<acc_t>(flat, S, E3, grad + (centre - shift) * E + E1, E, w.p(w.expand3x3) + tap * E3 * S, S, gs, S, true);
+  if (w.expand3x3_winograd.defined() && all_finite(static_cast<const acc_t*>(grad), padded_pixels * E)) {
+    // the 3x3's part as Winograd F(2x2, 3x3) (a correlation with the rotated kernels, E3 -> S channels), added to
+    // gs at its pixels (r, c) = r * PW + c; infinities take the taps below, as in the forward
+    const int64_t blocks = winograd_blocks(R, W);
+    acc_t* transformed_in = Scratch<acc_t>::get(Scratch<acc_t>::kWinogradIn, kWinogradPoints * blocks * E3);
+    acc_t* transformed_out = Scratch<acc_t>::get(Scratch<acc_t>::kWinogradOut, kWinogradPoints * blocks * S);
+    winograd_input_tile(transformed_in, static_cast<const acc_t*>(grad + E1), E, R, W, PW, E3);
+    for (int64_t k = 0; k < kWinogradPoints; ++k)
+      gemm<acc_t>(blocks, S, E3, transformed_in + k * blocks * E3, E3, w.p(w.expand3x3_winograd) + k * E3 * S, S,
+                  transformed_out + k * blocks * S, S, false);
+    winograd_output_tile(gs, S, PW, static_cast<const acc_t*>(transformed_out), R, W, S, /*accumulate=*/true,
+                         gs + flat * S);
+  } else {
+    for (int64_t tap = 0; tap < 9; ++tap) {
+      const int64_t shift = (tap / 3 - 1) * PW + (tap % 3 - 1);
+      gemm<acc_t>(flat, S, E3, grad + (centre - shift) * E + E1, E, w.p(w.expand3x3) + tap * E3 * S, S, gs, S,
+                  true);
+    }
   }
   mask_where_not_positive(gs, buf.spad + centre * S, flat * S);
   const acc_t* spad = buf.spad;

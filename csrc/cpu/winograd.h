@@ -23,14 +23,17 @@ constexpr int64_t kWinogradPoints = 16;  // the 4 x 4 transformed points of a bl
 inline int64_t winograd_blocks(int64_t rows, int64_t width) { return ((rows + 1) / 2) * ((width + 1) / 2); }
 
 // U = G g G^T for `count` kernels g, G = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]]: tap t = 3 * y +
-// x of kernel i at taps[t * stride + i], point 4 * a + b of its U at U[(4 * a + b) * stride + i].
+// x of kernel i at taps[t * stride + i] (`flip`: at taps[(8 - t) * stride + i], the kernel rotated by 180
+// degrees, as the data gradient applies it), point 4 * a + b of its U at U[(4 * a + b) * stride + i].
 template <typename T>
-inline void winograd_weight_transform_impl(T* U, const T* taps, int64_t count, int64_t stride) {
+inline void winograd_weight_transform_impl(T* U, const T* taps, int64_t count, int64_t stride, bool flip) {
+  const T* tap[9];
+  for (int64_t t = 0; t < 9; ++t) tap[t] = taps + (flip ? 8 - t : t) * stride;
 #pragma GCC ivdep
   for (int64_t i = 0; i < count; ++i) {
     T gg[4][3];  // G g: rows 0 and 3 are g's first and last rows
     for (int64_t x = 0; x < 3; ++x) {
-      const T g0 = taps[x * stride + i], g1 = taps[(3 + x) * stride + i], g2 = taps[(6 + x) * stride + i];
+      const T g0 = tap[x][i], g1 = tap[3 + x][i], g2 = tap[6 + x][i];
       gg[0][x] = g0;
       gg[1][x] = T(0.5) * (g0 + g1 + g2);
       gg[2][x] = T(0.5) * (g0 - g1 + g2);
@@ -46,21 +49,22 @@ inline void winograd_weight_transform_impl(T* U, const T* taps, int64_t count, i
 }
 
 // V[k][b][s] = (B^T d B)[k / 4][k % 4] for block b of a tile of R rows x W columns (b = block row * ceil(W / 2) +
-// block column), d the block's 4x4 patch of the zero-bordered squeeze buffer `spad` (TileGrid::padded_width:
-// padded row lr is the tile's row lr - 1, PW = W + 1 pixels of S channels, a zero pixel first); pixels past
-// the tile's last padded row or column are zeros. B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0],
-// [0, 1, 0, -1]]. V: [16][blocks][S].
+// block column), d the block's 4x4 patch of a zero-bordered tile buffer `padded` (TileGrid::padded_width: padded
+// row lr is the tile's row lr - 1, PW = W + 1 pixels, a zero pixel first; channel s of a pixel at pixel * ld +
+// s, s < S); pixels past the tile's last padded row or column are zeros. B^T = [[1, 0, -1, 0], [0, 1, 1, 0],
+// [0, -1, 1, 0], [0, 1, 0, -1]]. V: [16][blocks][S].
 template <typename T>
-inline void winograd_input_tile_impl(T* V, const T* spad, int64_t R, int64_t W, int64_t PW, int64_t S) {
+inline void winograd_input_tile_impl(T* V, const T* padded, int64_t ld, int64_t R, int64_t W, int64_t PW,
+                                     int64_t S) {
   const int64_t block_cols = (W + 1) / 2, point_stride = winograd_blocks(R, W) * S;
-  const T* zeros = spad;  // padded row 0's border pixel
+  const T* zeros = padded;  // padded row 0's border pixel
   for (int64_t bi = 0; bi < (R + 1) / 2; ++bi)
     for (int64_t bj = 0; bj < block_cols; ++bj) {
       const T* p[4][4];
       for (int64_t i = 0; i < 4; ++i)
         for (int64_t j = 0; j < 4; ++j) {
           const int64_t lr = 2 * bi + i, column = 2 * bj - 1 + j;  // column -1: the row's own zero border
-          p[i][j] = lr < R + 2 && column < W ? spad + (lr * PW + column + 1) * S : zeros;
+          p[i][j] = lr < R + 2 && column < W ? padded + (lr * PW + column + 1) * ld : zeros;
         }
       T* v = V + (bi * block_cols + bj) * S;
 #pragma GCC ivdep
@@ -83,12 +87,37 @@ inline void winograd_input_tile_impl(T* V, const T* spad, int64_t R, int64_t W, 
     }
 }
 
-// out[(r * W + c) * ld + e] = (A^T m A) for the tile's R x W pixels, m the block's 4x4 points of M [16][blocks][E3]
-// (e < E3), A^T = [[1, 1, 1, 0], [0, 1, -1, -1]]. The half of a block past the last row or column goes to
-// `discard` (E3 values, overwritten).
+// One block of winograd_output_tile_impl: y[i][j][e] (+)= (A^T m A)[i][j].
+template <bool kAccumulate, typename T>
+inline void winograd_output_block(T* const (&y)[2][2], const T* m, int64_t point_stride, int64_t E3) {
+#pragma GCC ivdep
+  for (int64_t e = 0; e < E3; ++e) {
+    T t[2][4];  // A^T m
+    for (int64_t j = 0; j < 4; ++j) {
+      const T m0 = m[j * point_stride + e], m1 = m[(4 + j) * point_stride + e], m2 = m[(8 + j) * point_stride + e],
+              m3 = m[(12 + j) * point_stride + e];
+      t[0][j] = m0 + m1 + m2;
+      t[1][j] = m1 - m2 - m3;
+    }
+    for (int64_t i = 0; i < 2; ++i) {  // (A^T m) A
+      const T y0 = t[i][0] + t[i][1] + t[i][2], y1 = t[i][1] - t[i][2] - t[i][3];
+      if constexpr (kAccumulate) {
+        y[i][0][e] += y0;
+        y[i][1][e] += y1;
+      } else {
+        y[i][0][e] = y0;
+        y[i][1][e] = y1;
+      }
+    }
+  }
+}
+
+// out[(r * pitch + c) * ld + e] = (or += with `accumulate`) (A^T m A) for the tile's R x W pixels, m the block's
+// 4x4 points of M [16][blocks][E3] (e < E3), A^T = [[1, 1, 1, 0], [0, 1, -1, -1]]. The half of a block past the
+// last row or column goes to `discard` (E3 values, overwritten).
 template <typename T>
-inline void winograd_output_tile_impl(T* out, int64_t ld, const T* M, int64_t R, int64_t W, int64_t E3,
-                                      T* discard) {
+inline void winograd_output_tile_impl(T* out, int64_t ld, int64_t pitch, const T* M, int64_t R, int64_t W,
+                                      int64_t E3, bool accumulate, T* discard) {
   const int64_t block_cols = (W + 1) / 2, point_stride = winograd_blocks(R, W) * E3;
   for (int64_t bi = 0; bi < (R + 1) / 2; ++bi)
     for (int64_t bj = 0; bj < block_cols; ++bj) {
@@ -96,39 +125,31 @@ inline void winograd_output_tile_impl(T* out, int64_t ld, const T* M, int64_t R,
       T* y[2][2];
       for (int64_t i = 0; i < 2; ++i)
         for (int64_t j = 0; j < 2; ++j)
-          y[i][j] = r + i < R && c + j < W ? out + ((r + i) * W + c + j) * ld : discard;
+          y[i][j] = r + i < R && c + j < W ? out + ((r + i) * pitch + c + j) * ld : discard;
       const T* m = M + (bi * block_cols + bj) * E3;
-#pragma GCC ivdep
-      for (int64_t e = 0; e < E3; ++e) {
-        T t[2][4];  // A^T m
-        for (int64_t j = 0; j < 4; ++j) {
-          const T m0 = m[j * point_stride + e], m1 = m[(4 + j) * point_stride + e],
-                  m2 = m[(8 + j) * point_stride + e], m3 = m[(12 + j) * point_stride + e];
-          t[0][j] = m0 + m1 + m2;
-          t[1][j] = m1 - m2 - m3;
-        }
-        for (int64_t i = 0; i < 2; ++i) {  // (A^T m) A
-          y[i][0][e] = t[i][0] + t[i][1] + t[i][2];
-          y[i][1][e] = t[i][1] - t[i][2] - t[i][3];
-        }
-      }
+      if (accumulate)
+        winograd_output_block<true>(y, m, point_stride, E3);
+      else
+        winograd_output_block<false>(y, m, point_stride, E3);
     }
 }
 
 // The float versions are compiled for AVX-512, AVX2 and baseline x86-64 (epilogues.cpp).
-void winograd_weight_transform(float* U, const float* taps, int64_t count, int64_t stride);
-void winograd_input_tile(float* V, const float* spad, int64_t R, int64_t W, int64_t PW, int64_t S);
-void winograd_output_tile(float* out, int64_t ld, const float* M, int64_t R, int64_t W, int64_t E3, float* discard);
+void winograd_weight_transform(float* U, const float* taps, int64_t count, int64_t stride, bool flip);
+void winograd_input_tile(float* V, const float* padded, int64_t ld, int64_t R, int64_t W, int64_t PW, int64_t S);
+void winograd_output_tile(float* out, int64_t ld, int64_t pitch, const float* M, int64_t R, int64_t W, int64_t E3,
+                          bool accumulate, float* discard);
 
-inline void winograd_weight_transform(double* U, const double* taps, int64_t count, int64_t stride) {
-  winograd_weight_transform_impl(U, taps, count, stride);
+inline void winograd_weight_transform(double* U, const double* taps, int64_t count, int64_t stride, bool flip) {
+  winograd_weight_transform_impl(U, taps, count, stride, flip);
 }
-inline void winograd_input_tile(double* V, const double* spad, int64_t R, int64_t W, int64_t PW, int64_t S) {
-  winograd_input_tile_impl(V, spad, R, W, PW, S);
+inline void winograd_input_tile(double* V, const double* padded, int64_t ld, int64_t R, int64_t W, int64_t PW,
+                                int64_t S) {
+  winograd_input_tile_impl(V, padded, ld, R, W, PW, S);
 }
-inline void winograd_output_tile(double* out, int64_t ld, const double* M, int64_t R, int64_t W, int64_t E3,
-                                 double* discard) {
-  winograd_output_tile_impl(out, ld, M, R, W, E3, discard);
+inline void winograd_output_tile(double* out, int64_t ld, int64_t pitch, const double* M, int64_t R, int64_t W,
+                                 int64_t E3, bool accumulate, double* discard) {
+  winograd_output_tile_impl(out, ld, pitch, M, R, W, E3, accumulate, discard);
 }
 
 }  // namespace cpu
