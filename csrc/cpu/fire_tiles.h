@@ -16,9 +16,9 @@
 //
 // The backward pass uses the same tiles: recompute `spad`, build the masked output gradient with a one-row
 // halo, then the squeeze gradient in one pass (both expand data-gradients as GEMMs over shifted windows, or the
-// 3x3's as Winograd, then the squeeze ReLU mask), then the input gradient and all weight gradients. Weight gradients are summed per
-// fixed chunk of tiles and the chunks added in order, so results are bit-identical run to run and do not
-// depend on the thread count.
+// 3x3's as Winograd, then the squeeze ReLU mask), then the input gradient and all weight gradients. Weight
+// gradients are summed per fixed chunk of tiles and the chunks added in order, so results are bit-identical run
+// to run and do not depend on the thread count.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -123,52 +123,11 @@ inline std::vector<at::Tensor> zero_weight_grads(const at::Tensor& squeeze_weigh
   return grads;
 }
 
-// A thread's scratch buffers, kept across calls (grow-only) so a call pays neither allocation nor page faults
-// nor zero-filling: every tile writes what it reads. At most a few MB per thread for SqueezeNet's shapes. The
-// kCall* slots hold the calling thread's call-wide buffers (call_scratch, float_copy).
-template <typename acc_t>
-class Scratch {
- public:
-  enum Slot { kX, kSqueezeAcc, kSpad, kSpad3, kIm2col, kOut, kSqueezeRows, kWinogradIn, kWinogradOut, kSpadT, kGrad,
-              kGradSqueeze, kGradSqueezeDense, kGradX, kGradSqueezeT, kSqueezeT, kCallPartial, kCallTotal,
-              kCallStaging, kCallIn, kCallOut, kCallGradIn, kCallGradOut, kCallTaps, kCallWinograd, kSlots };
-  static acc_t* get(Slot slot, int64_t count) {
-    thread_local Scratch scratch;
-    auto& buffer = scratch.buffers_[slot];
-    if (scratch.sizes_[slot] < count) {
-      buffer.reset(new acc_t[count]);
-      scratch.sizes_[slot] = count;
-    }
-    return buffer.get();
-  }
-
- private:
-  std::unique_ptr<acc_t[]> buffers_[kSlots];
-  int64_t sizes_[kSlots] = {};
-};
-
-// Buffers that live for one call, on the calling thread: the backward's weight-gradient partial sums, their
-// total and the unpacking's staging. Kept across calls (grow-only, per slot) up to kCallScratchBytes, so that
-// a call does not take fresh pages for them every time: a page first touched costs ~1 us on these VMs, and a
-// batch-3 13x13 Fire backward took ~1,300 of them in one call out of three (2.5 ms calls became 3.6-4.1 ms),
-// from glibc mapping and unmapping its 5 MB of partial sums. A whole converted squeezenet1_1 training step, batch
-// 1-8, took 30-40% fewer page faults and ran 2-6% faster (in-process A/B on a Xeon). Larger requests get a
-// fresh tensor. The tensor returned does not own its memory: it must not outlive the call. (The tiles' own
-// slots are distinct, so a tile run on the calling thread during the call cannot touch these.)
-constexpr int64_t kCallScratchBytes = int64_t(16) << 20;
-
-template <typename T>
-at::Tensor call_scratch(typename Scratch<T>::Slot slot, int64_t count) {
-  const auto options = at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);
-  if (count * static_cast<int64_t>(sizeof(T)) > kCallScratchBytes) return at::empty({count}, options);
-  return at::from_blob(Scratch<T>::get(slot, count), {count}, options);
-}
-
 // The pixel-major tiles' 3x3 convolution (the forward's expand3x3, and the backward's squeeze gradient through
 // it) runs as Winograd F(2x2, 3x3) (winograd.h) from kWinogradMinPixels output pixels a call (batch x height x
-// width) on, as the direct taps below that. Its weights are transformed on every call (~75 us for fire8's on a
-// 2-core Xeon, against ~40 us for the taps' packing) and its GEMMs are narrower (M = blocks, K = S), so it pays
-// on larger calls: forward, in-process A/B against the taps on that Xeon, batch 8, channels_last: 13x13 layers
+// width) on, as the direct taps below that. Its weights are transformed on every call (adding ~75 us to a fire8
+// call's weight packing on a 2-core Xeon) and its GEMMs are narrower (M = blocks, K = S), so it pays on larger
+// calls: forward, in-process A/B against the taps on that Xeon, batch 8, channels_last: 13x13 layers
 // 1.08-1.10x faster, 27x27 1.15-1.17x, 55x55 1.03-1.06x (NCHW through the pixel-major tiles: 1.09-1.15x); batch
 // 1: 13x13 (169 pixels) 0.85-0.93x, 27x27 0.99-1.07x, 55x55 within noise.
 constexpr int64_t kWinogradMinPixels = 1024;
@@ -228,12 +187,11 @@ struct FireWeights {
 enum class TapLayout { kTapInOut, kTapOutIn, kOutTapIn };
 
 template <typename T, TapLayout kLayout>
-at::Tensor pack_taps(const at::Tensor& e3, at::Tensor out = at::Tensor()) {  // any strides: channels_last
-  // weights are read in place; `out`: E3 * 9 * S elements to write to, else a new tensor
+at::Tensor pack_taps(const at::Tensor& e3) {  // any strides: channels_last weights are read in place
   const int64_t E3 = e3.size(0), S = e3.size(1), K = 9 * S, se = e3.stride(0), ss = e3.stride(1);
   int64_t tap_offset[9];
   for (int64_t tap = 0; tap < 9; ++tap) tap_offset[tap] = (tap / 3) * e3.stride(2) + (tap % 3) * e3.stride(3);
-  if (!out.defined()) out = at::empty({E3 * K}, e3.options());
+  at::Tensor out = at::empty({E3 * K}, e3.options());
   const T* __restrict__ src = e3.const_data_ptr<T>();
   T* __restrict__ dst = out.mutable_data_ptr<T>();
   if constexpr (kLayout == TapLayout::kTapInOut && std::is_same_v<T, float>) {
@@ -300,7 +258,7 @@ inline bool all_finite(const double* values, int64_t count) {
 template <typename T>
 at::Tensor pack_winograd_weights(const at::Tensor& taps, int64_t K, int64_t N, bool flip) {
   const int64_t count = K * N;
-  at::Tensor out = call_scratch<T>(Scratch<T>::kCallWinograd, kWinogradPoints * count);
+  at::Tensor out = at::empty({kWinogradPoints, K, N}, taps.options());
   const T* src = taps.const_data_ptr<T>();
   T* dst = out.mutable_data_ptr<T>();
   std::atomic<bool> finite{true};
@@ -309,7 +267,7 @@ at::Tensor pack_winograd_weights(const at::Tensor& taps, int64_t K, int64_t N, b
       if (!all_finite(src + tap * count + begin, end - begin)) finite.store(false);
     winograd_weight_transform(dst + begin, src + begin, end - begin, count, flip);
   });
-  return finite.load() ? out.view({kWinogradPoints, K, N}) : at::Tensor();
+  return finite.load() ? out : at::Tensor();
 }
 
 inline at::Tensor bias_or_zeros(const std::optional<at::Tensor>& bias, int64_t channels, at::ScalarType dtype) {
@@ -351,23 +309,14 @@ FireWeights<acc_t> pack_fire_weights(const FireDims& d, const at::Tensor& squeez
   // uses the other one.
   if (pixel_major || backward) w.squeeze_t = transposed<acc_t>(sq);
   w.squeeze = sq.contiguous();  // planar tiles, the backward, and the forward of NCHW rows (squeeze_tile)
-  if (pixel_major && !backward) {
-    w.expand1x1_t = transposed<acc_t>(e1);
-    // in call scratch: fresh tensors for these took page faults on every batch-1 call (fire8's 1.6 MB of taps and
-    // Winograd weights: 29% of its time in the kernel, on a Xeon)
-    w.expand3x3_t = pack_taps<acc_t, TapLayout::kTapInOut>(e3, call_scratch<acc_t>(Scratch<acc_t>::kCallTaps,
-                                                                                   9 * w.S * w.E3))
-                        .view({9, w.S, w.E3});
-    if (use_winograd(d, /*backward=*/false))
-      w.expand3x3_winograd = pack_winograd_weights<acc_t>(w.expand3x3_t, w.S, w.E3, false);
-  } else if (planar && backward) {  // the planar squeeze gradient
+  if (pixel_major != backward) {  // forward pixel-major, or the planar squeeze gradient
     w.expand1x1_t = transposed<acc_t>(e1);
     w.expand3x3_t = pack_taps<acc_t, TapLayout::kTapInOut>(e3).view({9, w.S, w.E3});
+    if (pixel_major && use_winograd(d, /*backward=*/false))
+      w.expand3x3_winograd = pack_winograd_weights<acc_t>(w.expand3x3_t, w.S, w.E3, false);
   } else if (backward) {  // pixel-major squeeze gradient
     w.expand1x1 = e1.contiguous();
-    w.expand3x3 = pack_taps<acc_t, TapLayout::kTapOutIn>(e3, call_scratch<acc_t>(Scratch<acc_t>::kCallTaps,
-                                                                                 9 * w.S * w.E3))
-                      .view({9, w.E3, w.S});
+    w.expand3x3 = pack_taps<acc_t, TapLayout::kTapOutIn>(e3).view({9, w.E3, w.S});
     if (use_winograd(d, /*backward=*/true))
       w.expand3x3_winograd = pack_winograd_weights<acc_t>(w.expand3x3, w.E3, w.S, true);
   } else {  // planar forward
@@ -453,6 +402,47 @@ constexpr int64_t kBackwardMinTiles = 4;
 // The backward's tiles (fire and unpool_fire): ~384 pixels, at least kBackwardMinTiles, from the shape alone.
 inline TileGrid backward_tile_grid(const FireDims& d) {
   return make_tile_grid(d.batch, d.height, d.width, /*target_pixels=*/384, kBackwardMinTiles);
+}
+
+// A thread's scratch buffers, kept across calls (grow-only) so a call pays neither allocation nor page faults
+// nor zero-filling: every tile writes what it reads. At most a few MB per thread for SqueezeNet's shapes. The
+// kCall* slots hold the calling thread's call-wide buffers (call_scratch, float_copy).
+template <typename acc_t>
+class Scratch {
+ public:
+  enum Slot { kX, kSqueezeAcc, kSpad, kSpad3, kIm2col, kOut, kSqueezeRows, kWinogradIn, kWinogradOut, kSpadT, kGrad,
+              kGradSqueeze, kGradSqueezeDense, kGradX, kGradSqueezeT, kSqueezeT, kCallPartial, kCallTotal,
+              kCallStaging, kCallIn, kCallOut, kCallGradIn, kCallGradOut, kSlots };
+  static acc_t* get(Slot slot, int64_t count) {
+    thread_local Scratch scratch;
+    auto& buffer = scratch.buffers_[slot];
+    if (scratch.sizes_[slot] < count) {
+      buffer.reset(new acc_t[count]);
+      scratch.sizes_[slot] = count;
+    }
+    return buffer.get();
+  }
+
+ private:
+  std::unique_ptr<acc_t[]> buffers_[kSlots];
+  int64_t sizes_[kSlots] = {};
+};
+
+// Buffers that live for one call, on the calling thread: the backward's weight-gradient partial sums, their
+// total and the unpacking's staging. Kept across calls (grow-only, per slot) up to kCallScratchBytes, so that
+// a call does not take fresh pages for them every time: a page first touched costs ~1 us on these VMs, and a
+// batch-3 13x13 Fire backward took ~1,300 of them in one call out of three (2.5 ms calls became 3.6-4.1 ms),
+// from glibc mapping and unmapping its 5 MB of partial sums. A whole converted squeezenet1_1 training step, batch
+// 1-8, took 30-40% fewer page faults and ran 2-6% faster (in-process A/B on a Xeon). Larger requests get a
+// fresh tensor. The tensor returned does not own its memory: it must not outlive the call. (The tiles' own
+// slots are distinct, so a tile run on the calling thread during the call cannot touch these.)
+constexpr int64_t kCallScratchBytes = int64_t(16) << 20;
+
+template <typename T>
+at::Tensor call_scratch(typename Scratch<T>::Slot slot, int64_t count) {
+  const auto options = at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);
+  if (count * static_cast<int64_t>(sizeof(T)) > kCallScratchBytes) return at::empty({count}, options);
+  return at::from_blob(Scratch<T>::get(slot, count), {count}, options);
 }
 
 // A copy of `t` (4-D) as T in memory format `format`, in call scratch `slot` (fresh tensors took ~380 page faults,
