@@ -211,7 +211,7 @@ def check_expand3x3_paths():
     """The two paths of the 3x3 convolution (the direct taps and Winograd F(2x2, 3x3)), whichever the process
     forces, against the float64 reference: forward and gradients on every shape (odd and even bands and widths,
     1x1 and 1xW images, channel counts off the SIMD widths), layout and dtype, with and without biases, through
-    fire and unpool_fire; and gradcheck."""
+    fire and unpool_fire; gradcheck; and float16 within the accuracy rule."""
     torch.manual_seed(0)
     for (N, C, S, E1, E3, H, W), memory, dtype in [(shape, memory, dtype) for shape in SHAPES for memory in LAYOUTS
                                                    for dtype in (torch.float32, torch.float64)]:
@@ -233,6 +233,8 @@ def check_expand3x3_paths():
     weights = [w.requires_grad_() for w in fire_weights(3, 2, 2, 3, torch.float64)]
     for x_any in (x, x.detach().contiguous(memory_format=torch.channels_last).requires_grad_()):
         assert torch.autograd.gradcheck(sx.functional.fire, (x_any, *weights))
+    for memory in LAYOUTS:  # float16 runs the float32 tiles on float32 copies
+        test_low_precision_accuracy_rule("cpu", torch.float16, memory)
 
 
 @pytest.mark.parametrize("winograd", ["on", "off"])
