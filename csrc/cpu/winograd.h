@@ -1,5 +1,7 @@
-// Winograd F(2x2, 3x3) for the expand3x3 of the pixel-major forward tiles (fire_forward_tile): each 2x2 block of
-// output pixels is computed from the 4x4 patch of squeeze pixels around it as Y = A^T [(G g G^T) . (B^T d B)] A,
+// Winograd F(2x2, 3x3) for the 3x3 convolutions of the pixel-major tiles (the forward's expand3x3 in
+// fire_forward_tile, the backward's squeeze gradient in fire_backward_tile; see use_winograd in fire_tiles.h):
+// each 2x2 block of output pixels is computed from the 4x4 patch of input pixels around it as
+// Y = A^T [(G g G^T) . (B^T d B)] A,
 // i.e. 16 GEMMs [blocks, S] x [S, E3] (one per point of the 4x4 transformed patch) instead of 9 taps'
 // worth of [pixels, S] x [S, E3]: 16 / (4 * 9) = 0.44x the multiply-adds (0.52x on a 13x13 image, whose last
 // block row and column are half outside). The transforms' coefficients are 0, +-1 and +-1/2, exact in binary;
