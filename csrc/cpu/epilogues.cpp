@@ -281,7 +281,8 @@ __attribute__((target("avx2"))) void to_planar_avx2(float* dst, int64_t dst_ld, 
 }
 
 __attribute__((target("avx2"))) void planar_to_pixel_major_avx2(float* dst, int64_t dst_ld, const float* src,
-                                                                 int64_t src_ld, int64_t pixels, int64_t channels, const int64_t* dst_rows) {
+                                                                 int64_t src_ld, int64_t pixels, int64_t channels,
+                                                                 const int64_t* dst_rows) {
   const int64_t p_full = pixels / 8 * 8, c_full = channels / 8 * 8;
   for (int64_t p0 = 0; p0 < p_full; p0 += 8) {
     float* rows[8];

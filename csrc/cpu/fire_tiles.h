@@ -253,8 +253,8 @@ inline bool all_finite(const double* values, int64_t count) {
 
 // Winograd's U = G g G^T of the 3x3 weights, [16, K, N] (winograd.h), from their taps [9, K, N] (pack_taps:
 // [9, S, E3] for the forward, [9, E3, S] for the data gradient, whose kernels are rotated: `flip`) in one
-// streaming pass. Undefined if some weight is an infinity or a NaN: Winograd would spread it to points that
-// the direct convolution keeps finite, so such weights take the taps.
+// streaming pass. Undefined if some weight is an infinity or a NaN: Winograd's transforms would make NaNs
+// (inf - inf) where the direct convolution has infinities, so such weights take the taps.
 template <typename T>
 at::Tensor pack_winograd_weights(const at::Tensor& taps, int64_t K, int64_t N, bool flip) {
   const int64_t count = K * N;
@@ -564,8 +564,9 @@ void fire_forward_tile(const FireWeights<acc_t>& w, const TileGrid& g, int64_t n
   const int64_t W = g.width, PW = g.padded_width(), S = w.S, E1 = w.E1, E3 = w.E3, E = w.E(), R = r1 - r0,
                 dense = R * W;
   acc_t* out = buf.out;
-  // Winograd's transforms would spread an infinity or a NaN of the squeeze activation over whole 2x2 blocks (and
-  // overflow on values near the float range's end): such tiles take the direct taps, as the reference does.
+  // Winograd's transforms would make NaNs of an infinite squeeze activation (inf - inf) where the reference has
+  // infinities, and can overflow on values near the float range's end: tiles with a non-finite value (NaNs, which
+  // would come out right either way, included) take the direct taps.
   if (!w.expand3x3_winograd.defined() ||
       !all_finite(static_cast<const acc_t*>(buf.spad), g.padded_pixels(R) * S)) {  // both expands from the triples
     acc_t* spad3 = Scratch<acc_t>::get(Scratch<acc_t>::kSpad3, (R + 2) * W * 3 * S);  // only these tiles use it

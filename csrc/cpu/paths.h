@@ -14,8 +14,8 @@ struct CpuPaths {
   int64_t forward_tile_pixels;           // output pixels per forward tile (fire, unpool_fire)
   int64_t max_unpool2d_stream_bytes;     // outputs from this size on are written with non-temporal stores
   const char* bf16;                      // bfloat16 Fire forward: "onednn-brgemm-bf16" or "float32-copies"
-  int64_t winograd_min_pixels;           // the forward's expand3x3 runs Winograd F(2x2, 3x3) from this many output
-                                         // pixels a call (0: always, -1: never; SQUEEZEAE_CPU_WINOGRAD)
+  int64_t winograd_min_pixels;           // the pixel-major tiles' 3x3 runs Winograd F(2x2, 3x3) from this many
+                                         // output pixels a call (0: always, -1: never; SQUEEZEAE_CPU_WINOGRAD)
 };
 
 CpuPaths cpu_paths();

@@ -1,8 +1,8 @@
 // max_unpool2d on the CPU: per work item (an image's block of channels) zero-fill then scatter into a buffer
 // that stays in L2, one (n, c) plane's elements always in row-major (h, w) order so that, with duplicate
 // indices, the latest element wins whatever the thread count; then one copy to the output, streamed when the
-// output is too big for the caches (max_unpool2d_stream_bytes). Each output element is written to memory once (a zero-fill
-// of the whole output followed by a scatter writes it twice and reads it back once). channels_last with fewer
+// output is too big for the caches (max_unpool2d_stream_bytes). Each output element is written to memory once (a
+// zero-fill of the whole output followed by a scatter writes it twice and reads it back once). channels_last with fewer
 // images than twice the threads, with images of half an L2 or more, or with a big output that the L3 holds, gives
 // each work item a range of one image's output pixels instead (unpool_pixel_range). The backward is the matching
 // gather.
