@@ -11,11 +11,13 @@ namespace {
 // _C.cpu_paths() -> dict: which CPU paths the kernels take here (see cpu/paths.h).
 PyObject* cpu_paths(PyObject*, PyObject*) {
   const squeezeae::cpu::CpuPaths p = squeezeae::cpu::cpu_paths();
-  return Py_BuildValue("{s:s,s:s,s:L,s:L,s:L,s:L,s:s,s:L}", "gemm", p.gemm, "simd", p.simd, "l2_bytes",
+  return Py_BuildValue("{s:s,s:s,s:L,s:L,s:L,s:L,s:s,s:L,s:L,s:s}", "gemm", p.gemm, "simd", p.simd, "l2_bytes",
                        static_cast<long long>(p.l2_bytes), "l3_bytes", static_cast<long long>(p.l3_bytes),
                        "forward_tile_pixels", static_cast<long long>(p.forward_tile_pixels),
                        "max_unpool2d_stream_bytes", static_cast<long long>(p.max_unpool2d_stream_bytes), "bf16",
-                       p.bf16, "winograd_min_pixels", static_cast<long long>(p.winograd_min_pixels));
+                       p.bf16, "winograd_min_pixels", static_cast<long long>(p.winograd_min_pixels),
+                       "planar_max_call_pixels", static_cast<long long>(p.planar_max_call_pixels), "forward_tiles",
+                       p.forward_tiles);
 }
 
 PyMethodDef methods[] = {

@@ -910,7 +910,15 @@ def _cpu_paths_lines(paths: Optional[dict]) -> List[str]:
             f"max_unpool2d streams outputs from {mib(paths['max_unpool2d_stream_bytes'])}"
             + (f", bfloat16 Fire forward {paths['bf16']}" if "bf16" in paths else "")
             + (f", Winograd 3x3 {_winograd_text(paths['winograd_min_pixels'])}" if "winograd_min_pixels" in paths
-               else "")]
+               else "")
+            + (f", {_forward_tiles_text(paths)}" if "forward_tiles" in paths else "")]
+
+
+def _forward_tiles_text(paths: dict) -> str:
+    if paths["forward_tiles"] != "measured":
+        return f"{paths['forward_tiles']} forward tiles (forced)"
+    small = paths["planar_max_call_pixels"]
+    return f"planar forward tiles for calls of up to {small} output pixels" if small else "no small-call planar rule"
 
 
 def _winograd_text(min_pixels: int) -> str:

@@ -129,6 +129,31 @@ def test_cpu_paths_follow_the_overrides():
         assert paths["forward_tile_pixels"] in (192, 384) and paths["l2_bytes"] >= 0
         assert paths["bf16"] == "float32-copies"  # the bfloat16 micro-kernel is oneDNN's too
         assert paths["winograd_min_pixels"] == 1024
+        assert paths["planar_max_call_pixels"] == 0  # the small calls' planar rule needs the AVX-512 transposes
+        assert paths["forward_tiles"] == "measured"
     for setting, expected in (("on", 0), ("off", -1)):
         printed = run_python(code, SQUEEZEAE_CPU_WINOGRAD=setting)
         assert json.loads(printed.splitlines()[0])["winograd_min_pixels"] == expected
+    for tiles in ("planar", "pixel-major"):
+        printed = run_python(code, SQUEEZEAE_CPU_FORWARD_TILES=tiles)
+        assert json.loads(printed.splitlines()[0])["forward_tiles"] == tiles
+    paths = json.loads(run_python(code).splitlines()[0])
+    assert paths["planar_max_call_pixels"] in ((0, 256) if paths["simd"] == "avx512" else (0,))
+
+
+def test_unknown_forward_tiles_is_reported():
+    """A mistyped SQUEEZEAE_CPU_FORWARD_TILES is named in a warning and ignored: the rules choose the tiles."""
+    code = (
+        "import json, torch, squeezeae_ext as sx\n"
+        "from squeezeae_ext import reference\n"
+        "from squeezeae_ext._ops import cpu_paths\n"
+        "x = torch.randn(1, 4, 5, 5)\n"
+        "w = [torch.randn(2, 4, 1, 1), torch.randn(2), torch.randn(3, 2, 1, 1), torch.randn(3),"
+        " torch.randn(3, 2, 3, 3), torch.randn(3)]\n"
+        "torch.testing.assert_close(sx.functional.fire(x, *w), reference.fire(x, *w), rtol=1e-5, atol=1e-5)\n"
+        "print(json.dumps(cpu_paths()))\n"
+        "print('ok')\n"
+    )
+    printed = run_python(code, SQUEEZEAE_CPU_FORWARD_TILES="planer")
+    assert "SQUEEZEAE_CPU_FORWARD_TILES=planer is not one of planar, pixel-major: ignored" in printed
+    assert json.loads(printed.splitlines()[0])["forward_tiles"] == "measured"

@@ -122,24 +122,31 @@ void bias_relu_rows_bf16_scalar(uint16_t* dst, int64_t dst_pitch, const float* s
 // dst_rows: see planar_to_pixel_major (nullptr: pixel p's row is p).
 inline int64_t pixel_row(const int64_t* dst_rows, int64_t p) { return dst_rows == nullptr ? p : dst_rows[p]; }
 
+// bias: nullptr for the plain transpose, else max(. + bias[c], 0) on the way (bias_relu_to_pixel_major).
 void planar_to_pixel_major_scalar(float* dst, int64_t dst_ld, const float* src, int64_t src_ld, int64_t pixels,
-                                  int64_t channels, const int64_t* dst_rows) {
+                                  int64_t channels, const int64_t* dst_rows, const float* bias) {
   for (int64_t p = 0; p < pixels; ++p) {
     float* __restrict__ row = dst + pixel_row(dst_rows, p) * dst_ld;
-    for (int64_t c = 0; c < channels; ++c) row[c] = src[c * src_ld + p];
+    if (bias == nullptr) {
+      for (int64_t c = 0; c < channels; ++c) row[c] = src[c * src_ld + p];
+    } else {
+      for (int64_t c = 0; c < channels; ++c) row[c] = std::max(src[c * src_ld + p] + bias[c], 0.0f);
+    }
   }
 }
 
 // The pixels past the last full SIMD block (p_full), then the channels past the last full block (c_full).
 void planar_to_pixel_major_edges(float* dst, int64_t dst_ld, const float* src, int64_t src_ld, int64_t pixels,
-                                 int64_t channels, const int64_t* dst_rows, int64_t p_full, int64_t c_full) {
+                                 int64_t channels, const int64_t* dst_rows, const float* bias, int64_t p_full,
+                                 int64_t c_full) {
   if (dst_rows == nullptr)
     planar_to_pixel_major_scalar(dst + p_full * dst_ld, dst_ld, src + p_full, src_ld, pixels - p_full, c_full,
-                                 nullptr);
+                                 nullptr, bias);
   else
-    planar_to_pixel_major_scalar(dst, dst_ld, src + p_full, src_ld, pixels - p_full, c_full, dst_rows + p_full);
+    planar_to_pixel_major_scalar(dst, dst_ld, src + p_full, src_ld, pixels - p_full, c_full, dst_rows + p_full,
+                                 bias);
   planar_to_pixel_major_scalar(dst + c_full, dst_ld, src + c_full * src_ld, src_ld, pixels, channels - c_full,
-                               dst_rows);
+                               dst_rows, bias == nullptr ? nullptr : bias + c_full);
 }
 
 #if defined(SQUEEZEAE_HAVE_SIMD_PATHS)
@@ -199,8 +206,10 @@ __attribute__((target("avx512f"))) void to_planar_avx512(float* dst, int64_t dst
 
 __attribute__((target("avx512f"))) void planar_to_pixel_major_avx512(float* dst, int64_t dst_ld, const float* src,
                                                                      int64_t src_ld, int64_t pixels,
-                                                                     int64_t channels, const int64_t* dst_rows) {
+                                                                     int64_t channels, const int64_t* dst_rows,
+                                                                     const float* bias) {
   const int64_t p_full = pixels / 16 * 16, c_full = channels / 16 * 16;
+  const __m512 zero = _mm512_setzero_ps();
   for (int64_t p0 = 0; p0 < p_full; p0 += 16) {
     float* rows[16];
     for (int i = 0; i < 16; ++i) rows[i] = dst + pixel_row(dst_rows, p0 + i) * dst_ld;
@@ -208,10 +217,14 @@ __attribute__((target("avx512f"))) void planar_to_pixel_major_avx512(float* dst,
       __m512 r[16];
       for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_ps(src + (c0 + i) * src_ld + p0);
       transpose16(r);
+      if (bias != nullptr) {
+        const __m512 b = _mm512_loadu_ps(bias + c0);
+        for (int i = 0; i < 16; ++i) r[i] = _mm512_max_ps(zero, _mm512_add_ps(r[i], b));  // keeps a NaN
+      }
       for (int i = 0; i < 16; ++i) _mm512_storeu_ps(rows[i] + c0, r[i]);
     }
   }
-  planar_to_pixel_major_edges(dst, dst_ld, src, src_ld, pixels, channels, dst_rows, p_full, c_full);
+  planar_to_pixel_major_edges(dst, dst_ld, src, src_ld, pixels, channels, dst_rows, bias, p_full, c_full);
 }
 
 // 16 channels at a time: bias, ReLU, the rounding of bf16_bits in integer lanes, then a 32 -> 16-bit narrowing
@@ -282,8 +295,9 @@ __attribute__((target("avx2"))) void to_planar_avx2(float* dst, int64_t dst_ld, 
 
 __attribute__((target("avx2"))) void planar_to_pixel_major_avx2(float* dst, int64_t dst_ld, const float* src,
                                                                  int64_t src_ld, int64_t pixels, int64_t channels,
-                                                                 const int64_t* dst_rows) {
+                                                                 const int64_t* dst_rows, const float* bias) {
   const int64_t p_full = pixels / 8 * 8, c_full = channels / 8 * 8;
+  const __m256 zero = _mm256_setzero_ps();
   for (int64_t p0 = 0; p0 < p_full; p0 += 8) {
     float* rows[8];
     for (int i = 0; i < 8; ++i) rows[i] = dst + pixel_row(dst_rows, p0 + i) * dst_ld;
@@ -291,10 +305,14 @@ __attribute__((target("avx2"))) void planar_to_pixel_major_avx2(float* dst, int6
       __m256 r[8];
       for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(src + (c0 + i) * src_ld + p0);
       transpose8(r);
+      if (bias != nullptr) {
+        const __m256 b = _mm256_loadu_ps(bias + c0);
+        for (int i = 0; i < 8; ++i) r[i] = _mm256_max_ps(zero, _mm256_add_ps(r[i], b));  // keeps a NaN
+      }
       for (int i = 0; i < 8; ++i) _mm256_storeu_ps(rows[i] + c0, r[i]);
     }
   }
-  planar_to_pixel_major_edges(dst, dst_ld, src, src_ld, pixels, channels, dst_rows, p_full, c_full);
+  planar_to_pixel_major_edges(dst, dst_ld, src, src_ld, pixels, channels, dst_rows, bias, p_full, c_full);
 }
 
 enum class Isa { kScalar, kAvx2, kAvx512 };
@@ -343,16 +361,29 @@ void pixel_major_to_planar(float* dst, int64_t dst_ld, const float* src, int64_t
   to_planar<false>(dst, dst_ld, src, src_ld, nullptr, pixels, channels);
 }
 
-void planar_to_pixel_major(float* dst, int64_t dst_ld, const float* src, int64_t src_ld, int64_t pixels,
-                           int64_t channels, const int64_t* dst_rows) {
+namespace {
+void to_pixel_major(float* dst, int64_t dst_ld, const float* src, int64_t src_ld, int64_t pixels, int64_t channels,
+                    const int64_t* dst_rows, const float* bias) {
 #if defined(SQUEEZEAE_HAVE_SIMD_PATHS)
   switch (simd_isa()) {
-    case Isa::kAvx512: return planar_to_pixel_major_avx512(dst, dst_ld, src, src_ld, pixels, channels, dst_rows);
-    case Isa::kAvx2: return planar_to_pixel_major_avx2(dst, dst_ld, src, src_ld, pixels, channels, dst_rows);
+    case Isa::kAvx512:
+      return planar_to_pixel_major_avx512(dst, dst_ld, src, src_ld, pixels, channels, dst_rows, bias);
+    case Isa::kAvx2: return planar_to_pixel_major_avx2(dst, dst_ld, src, src_ld, pixels, channels, dst_rows, bias);
     case Isa::kScalar: break;
   }
 #endif
-  planar_to_pixel_major_scalar(dst, dst_ld, src, src_ld, pixels, channels, dst_rows);
+  planar_to_pixel_major_scalar(dst, dst_ld, src, src_ld, pixels, channels, dst_rows, bias);
+}
+}  // namespace
+
+void planar_to_pixel_major(float* dst, int64_t dst_ld, const float* src, int64_t src_ld, int64_t pixels,
+                           int64_t channels, const int64_t* dst_rows) {
+  to_pixel_major(dst, dst_ld, src, src_ld, pixels, channels, dst_rows, nullptr);
+}
+
+void bias_relu_to_pixel_major(float* dst, int64_t dst_ld, const float* src, int64_t src_ld, const float* bias,
+                              int64_t pixels, int64_t channels) {
+  to_pixel_major(dst, dst_ld, src, src_ld, pixels, channels, nullptr, bias);
 }
 
 void bias_relu_rows_bf16(uint16_t* dst, int64_t dst_pitch, const float* src, int64_t src_pitch, const float* bias,

@@ -34,6 +34,7 @@ bool all_finite(const float* values, int64_t count);
 //   pixel_major_to_planar: dst[c * dst_ld + p] = src[p * src_ld + c]
 //   planar_to_pixel_major: dst[row(p) * dst_ld + c] = src[c * src_ld + p], row(p) = dst_rows[p] given a table
 //     of rows (a permuted transpose, such as the 3x3 weights' (s, tap) -> (tap, s) in one pass), else p
+//   bias_relu_to_pixel_major: dst[p * dst_ld + c] = max(src[c * src_ld + p] + bias[c], 0)
 // for p < pixels, c < channels.
 void bias_relu_to_planar(float* dst, int64_t dst_ld, const float* src, int64_t src_ld, const float* bias,
                          int64_t pixels, int64_t channels);
@@ -41,6 +42,8 @@ void pixel_major_to_planar(float* dst, int64_t dst_ld, const float* src, int64_t
                            int64_t channels);
 void planar_to_pixel_major(float* dst, int64_t dst_ld, const float* src, int64_t src_ld, int64_t pixels,
                            int64_t channels, const int64_t* dst_rows = nullptr);
+void bias_relu_to_pixel_major(float* dst, int64_t dst_ld, const float* src, int64_t src_ld, const float* bias,
+                              int64_t pixels, int64_t channels);
 
 // 16, 8 or 1: the floats per register of the transposes above on this CPU (AVX-512, AVX2, scalar; capped by
 // SQUEEZEAE_CPU_ISA=avx2 or =scalar).

@@ -1,7 +1,7 @@
 // squeezeae::fire and fire_backward on the CPU: the tile engine of fire_tiles.h, pixel-major tiles for
 // channels_last (and other channels-innermost) inputs, planar tiles (fire_tiles_planar.h) for NCHW-like ones
-// where they measured faster (see use_planar_forward_tiles and use_planar_backward_tiles), so no layout is
-// ever transposed as a whole.
+// where they measured faster, and for small forward calls in any layout (see use_planar_forward_tiles and
+// use_planar_backward_tiles), so no layout is ever transposed as a whole.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <torch/library.h>
@@ -28,7 +28,7 @@ void fire_into(const at::Tensor& x, const at::Tensor& squeeze_weight, const OptT
                const OptTensor& expand3x3_bias, const FireDims& d, at::Tensor& output) {
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "fire_cpu", [&] {
     using acc_t = acc_type_for<scalar_t>;
-    const bool planar = cpu::use_planar_forward_tiles(x, d.height * d.width);
+    const bool planar = cpu::use_planar_forward_tiles(x, d.batch, d.height * d.width);
     const auto w = cpu::pack_fire_weights<acc_t>(d, squeeze_weight, squeeze_bias, expand1x1_weight, expand1x1_bias,
                                                  expand3x3_weight, expand3x3_bias, planar, /*backward=*/false);
     const cpu::TileGrid grid = cpu::make_tile_grid(d.batch, d.height, d.width, cpu::forward_tile_pixels());

@@ -92,16 +92,62 @@ inline bool use_planar_tiles(const at::Tensor& x) {
 // Intel Xeon (27x27 at batch 8 1.1-1.5x faster pixel-major, at batch 1 and 2 within +-6%; 55x55 at batch 8 up
 // to 1.35x faster planar); with AVX2 transposes, every size (a Zen 3: 27x27 layers 0.9-1.0x of eager planar,
 // 1.1-1.4x pixel-major; 55x55 equal or better).
-inline bool use_planar_forward_tiles(const at::Tensor& x, int64_t output_pixels) {
-  if (!use_planar_tiles(x) || (x.scalar_type() == at::kFloat && transpose_simd_width() == 8)) return false;
+//
+// On an Intel AVX-512 CPU, float32 calls of at most kPlanarMaxCallPixels output pixels (batch x height x width:
+// batch 1 on the 13x13 layers) take the planar tiles in either layout: they multiply the 3x3 weights as stored
+// (FireWeights::expand3x3_rows), where the pixel-major tiles repack them on every call (~10% of a batch-1 fire8),
+// and channels_last activations are transposed in and out by the SIMD transposes. In-process A/B on a Xeon, the
+// four 13x13 layers: batch 1 channels_last 1.02-1.13x, NCHW 1.17-1.22x faster than the pixel-major tiles (and
+// unpool_fire 1.04-1.13x / 1.14-1.17x); batch 2 channels_last 0.93-0.96x, NCHW 1.02-1.04x; batch 4 0.81-0.97x.
+constexpr int64_t kPlanarMaxCallPixels = 256;
+
+inline bool cpu_is_intel() {
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
   static const bool intel = [] {
     __builtin_cpu_init();
     return __builtin_cpu_is("intel") != 0;
   }();
-  if (intel) return output_pixels > 1000;
+  return intel;
+#else
+  return false;
 #endif
-  return output_pixels > 400;
+}
+
+// The rule above on this CPU: kPlanarMaxCallPixels, or 0 where it does not apply.
+inline int64_t planar_max_call_pixels() {
+  return cpu_is_intel() && transpose_simd_width() == 16 ? kPlanarMaxCallPixels : 0;
+}
+
+// SQUEEZEAE_CPU_FORWARD_TILES=planar or =pixel-major forces the forward's tiles (fire and unpool_fire, float32
+// and float64) for every call (tests, comparisons); unset, the rules above choose.
+enum class ForwardTiles { kMeasured, kPlanar, kPixelMajor };
+
+inline ForwardTiles forward_tiles() {
+  static const ForwardTiles value = [] {
+    const char* forced = std::getenv("SQUEEZEAE_CPU_FORWARD_TILES");
+    if (forced == nullptr) return ForwardTiles::kMeasured;
+    if (std::strcmp(forced, "planar") == 0) return ForwardTiles::kPlanar;
+    if (std::strcmp(forced, "pixel-major") == 0) return ForwardTiles::kPixelMajor;
+    TORCH_WARN("SQUEEZEAE_CPU_FORWARD_TILES=", forced, " is not one of planar, pixel-major: ignored");
+    return ForwardTiles::kMeasured;
+  }();
+  return value;
+}
+
+inline const char* forward_tiles_name() {
+  switch (forward_tiles()) {
+    case ForwardTiles::kPlanar: return "planar";
+    case ForwardTiles::kPixelMajor: return "pixel-major";
+    case ForwardTiles::kMeasured: break;
+  }
+  return "measured";
+}
+
+inline bool use_planar_forward_tiles(const at::Tensor& x, int64_t batch, int64_t output_pixels) {
+  if (forward_tiles() != ForwardTiles::kMeasured) return forward_tiles() == ForwardTiles::kPlanar;
+  if (x.scalar_type() == at::kFloat && batch * output_pixels <= planar_max_call_pixels()) return true;
+  if (!use_planar_tiles(x) || (x.scalar_type() == at::kFloat && transpose_simd_width() == 8)) return false;
+  return output_pixels > (cpu_is_intel() ? 1000 : 400);
 }
 
 // Fire's backward runs float32 NCHW through the pixel-major tiles too: with the AVX-512 transposes in its
@@ -171,7 +217,8 @@ struct FireWeights {
   at::Tensor squeeze;        // [S, C]
   at::Tensor expand1x1;      // [E1, S]
   at::Tensor expand3x3;      // [9, E3, S]
-  at::Tensor expand3x3_rows; // [E3, 9 * S] (planar im2col GEMM's A)
+  at::Tensor expand3x3_rows; // [E3, 9 * S] (planar im2col GEMM's A), columns (tap, s) or (s, tap):
+  bool im2col_tap_major = true;  // the planar im2col's rows in the same order
   at::Tensor squeeze_bias;   // [S]
   at::Tensor expand_bias;    // [E1 + E3]
 
@@ -321,7 +368,18 @@ FireWeights<acc_t> pack_fire_weights(const FireDims& d, const at::Tensor& squeez
       w.expand3x3_winograd = pack_winograd_weights<acc_t>(w.expand3x3, w.E3, w.S, true);
   } else {  // planar forward
     w.expand1x1 = e1.contiguous();
-    w.expand3x3_rows = pack_taps<acc_t, TapLayout::kOutTapIn>(e3).view({w.E3, 9 * w.S});
+    // the 3x3 weights as stored where they are [E3, 9 * S] rows already: channels_last ((tap, s) columns) or
+    // contiguous ((s, tap) columns: the im2col's rows follow), else packed as (tap, s)
+    const bool channels_last = e3.stride(0) == 9 * w.S && e3.stride(1) == 1 && e3.stride(2) == 3 * w.S &&
+                               e3.stride(3) == w.S;
+    if (channels_last) {
+      w.expand3x3_rows = e3.permute({0, 2, 3, 1}).reshape({w.E3, 9 * w.S});
+    } else if (e3.is_contiguous()) {
+      w.expand3x3_rows = e3.view({w.E3, 9 * w.S});
+      w.im2col_tap_major = false;
+    } else {
+      w.expand3x3_rows = pack_taps<acc_t, TapLayout::kOutTapIn>(e3).view({w.E3, 9 * w.S});
+    }
   }
   w.squeeze_bias = bias_or_zeros(squeeze_bias, w.S, dtype);
   if (!backward)

@@ -50,16 +50,19 @@ void fire_forward_tile_planar(const FireWeights<acc_t>& w, const TileGrid& g, in
   const int64_t padded_pixels = g.padded_pixels(R);
   const acc_t* spad = buf.spad;
   acc_t* out = buf.out;
-  // im2col over the tile's own pixels, [(tap, s), dense]: each row the shifted rows of a squeeze plane (only
-  // the planar tiles need this buffer). Its centre tap is the expand1x1 GEMM's operand too.
+  // im2col over the tile's own pixels, [(tap, s) or (s, tap), dense] as the weights' columns: each row the shifted
+  // rows of a squeeze plane (only the planar tiles need this buffer). Its centre tap is the expand1x1 GEMM's
+  // operand too.
   acc_t* cols = Scratch<acc_t>::get(Scratch<acc_t>::kIm2col, dense * 9 * S);
   for (int64_t tap = 0; tap < 9; ++tap)
     for (int64_t s = 0; s < S; ++s) {
       const acc_t* src = spad + s * padded_pixels + (tap / 3) * PW + tap % 3;
-      acc_t* dst = cols + (tap * S + s) * dense;
+      acc_t* dst = cols + (w.im2col_tap_major ? tap * S + s : s * 9 + tap) * dense;
       for (int64_t i = 0; i < R; ++i) std::copy_n(src + i * PW, W, dst + i * W);
     }
-  gemm<acc_t>(w.E1, dense, S, w.p(w.expand1x1), S, cols + 4 * S * dense, dense, out, dense, false);
+  const int64_t centre_ld = w.im2col_tap_major ? dense : 9 * dense;  // the centre tap's rows: every 9th in (s, tap)
+  gemm<acc_t>(w.E1, dense, S, w.p(w.expand1x1), S, cols + 4 * (w.im2col_tap_major ? S : 1) * dense, centre_ld, out,
+              dense, false);
   gemm<acc_t>(w.E3, dense, 9 * S, w.p(w.expand3x3_rows), 9 * S, cols, dense, out + w.E1 * dense, dense, false);
   store(n, r0, r1, static_cast<const acc_t*>(out), dense, W);
 }
@@ -155,6 +158,12 @@ struct PlanarRowLoader {
     }
     const int64_t pixels = (g1 - g0) * W;
     *ld = pixels;
+    if constexpr (std::is_same_v<scalar_t, float> && std::is_same_v<acc_t, float>) {
+      if (st.c == 1 && st.w == C && st.h == W * C) {  // channels_last rows: one SIMD transpose
+        pixel_major_to_planar(dst, pixels, base + g0 * st.h, C, pixels, C);
+        return dst;
+      }
+    }
     for (int64_t c = 0; c < C; ++c)
       for (int64_t h = g0; h < g1; ++h) {
         const scalar_t* src = base + c * st.c + h * st.h;
@@ -202,6 +211,10 @@ struct PlanarActivationStore {
       // batch-8 55x55 NCHW Fire's forward on a Xeon
       if (st.rows_packed(W) && padded_width == W) {
         bias_relu_planes(data + st.at(n, 0, r0, 0), st.c, acc, ld, bias, E, (r1 - r0) * W);
+        return;
+      }
+      if (st.c == 1 && st.w == E && st.h == W * E && padded_width == W) {  // channels_last: transposed back
+        bias_relu_to_pixel_major(data + st.at(n, 0, r0, 0), E, acc, ld, bias, (r1 - r0) * W, E);
         return;
       }
     }

@@ -16,6 +16,10 @@ struct CpuPaths {
   const char* bf16;                      // bfloat16 Fire forward: "onednn-brgemm-bf16" or "float32-copies"
   int64_t winograd_min_pixels;           // the pixel-major tiles' 3x3 runs Winograd F(2x2, 3x3) from this many
                                          // output pixels a call (0: always, -1: never; SQUEEZEAE_CPU_WINOGRAD)
+  int64_t planar_max_call_pixels;        // float32 forward calls up to this many output pixels take the planar
+                                         // tiles in any layout (0: no such rule on this CPU)
+  const char* forward_tiles;             // "measured" (the rules), or "planar" / "pixel-major" forced by
+                                         // SQUEEZEAE_CPU_FORWARD_TILES
 };
 
 CpuPaths cpu_paths();

@@ -155,7 +155,7 @@ void unpool_fire_into(const at::Tensor& input, const at::Tensor& indices, const 
                       at::Tensor& output) {
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "unpool_fire_cpu", [&] {
     using acc_t = acc_type_for<scalar_t>;
-    const bool planar = cpu::use_planar_forward_tiles(input, d.height * d.width);
+    const bool planar = cpu::use_planar_forward_tiles(input, d.batch, d.height * d.width);
     const auto w = cpu::pack_fire_weights<acc_t>(d, squeeze_weight, squeeze_bias, expand1x1_weight, expand1x1_bias,
                                                  expand3x3_weight, expand3x3_bias, planar, /*backward=*/false);
     const cpu::TileGrid grid = cpu::make_tile_grid(d.batch, d.height, d.width, cpu::forward_tile_pixels());
