@@ -183,6 +183,14 @@ constexpr int64_t kWinogradMinPixels = 1024;
 // that Xeon, batch 8, channels_last: fire8/fire6/fire4/fire2, S = 64/48/32/16: 1.09x, 1.02x, 1.01x, 0.87x).
 constexpr int64_t kWinogradMinBackwardSqueeze = 48;
 
+// The forward of narrow squeezes (fewer than kWinogradNarrowSqueeze channels: fire2 and fire3) takes it only from
+// kWinogradMinPixelsNarrow output pixels a call: its transforms cost more next to the GEMMs they shrink (per output
+// pixel, 4 (S + E3) values transformed for 5 S E3 multiply-adds saved). A/B on a Xeon, channels_last, fire2/fire3 (S = 16):
+// batch 1 (3025 pixels) 0.90x/0.97x, and 0.89x/0.98x inside a converted squeezenet1_1; batch 2 1.02-1.08x, batch
+// 4 1.05-1.09x, one 112x112 image 1.08-1.11x (and one 56x56 image with S = 32 1.07-1.10x).
+constexpr int64_t kWinogradNarrowSqueeze = 32;
+constexpr int64_t kWinogradMinPixelsNarrow = 4096;
+
 // The smallest call that runs Winograd (0: every call, -1: none). SQUEEZEAE_CPU_WINOGRAD=on or =off forces it
 // for every pixel-major call (forward and backward, any squeeze width) or for none (tests, comparisons).
 inline int64_t winograd_min_pixels() {
@@ -200,7 +208,9 @@ inline int64_t winograd_min_pixels() {
 inline bool use_winograd(const FireDims& d, bool backward) {
   const int64_t min_pixels = winograd_min_pixels();
   if (min_pixels <= 0) return min_pixels == 0;
-  return d.batch * d.height * d.width >= min_pixels && (!backward || d.squeeze >= kWinogradMinBackwardSqueeze);
+  const int64_t pixels = d.batch * d.height * d.width;
+  if (backward) return pixels >= min_pixels && d.squeeze >= kWinogradMinBackwardSqueeze;
+  return pixels >= (d.squeeze < kWinogradNarrowSqueeze ? std::max(min_pixels, kWinogradMinPixelsNarrow) : min_pixels);
 }
 
 // Weights repacked once per call, in the accumulation type, in the orientation each GEMM wants: the
