@@ -54,7 +54,8 @@ class MaxUnpool2d(nn.Module):
 
 
 class UnpoolFire(Fire):
-    """``Fire(...)(max_unpool2d(input, indices, ...))`` fused: the unpooled tensor never exists in memory.
+    """``Fire(...)(max_unpool2d(input, indices, ...))`` fused: the unpooled tensor never exists in memory (except in
+    the bfloat16 forward on CPUs with a bfloat16 micro-kernel, which unpools in bfloat16 first: faster there).
 
     Parameters are named exactly as Fire's, so a Fire's state dict loads into it.
     """

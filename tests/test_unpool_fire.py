@@ -51,6 +51,9 @@ def test_matches_reference(device, case, memory, dtype):
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_low_precision(device, dtype):
+    """Output and gradients against float64 at most ~2x as far off as PyTorch's own unpooling + Fire in the same
+    dtype (the bfloat16 forward rounds the squeeze activation to bfloat16 as eager does, so the backward's ReLU masks
+    and eager's differ from float64's alike); dtype and channels_last layout kept."""
     pooled, indices = pooled_input(2, 12, 13, 13, 3, 2, device=device)
     pooled = pooled.to(dtype).contiguous(memory_format=torch.channels_last)
     weights = fire_weights(12, 6, 8, 8, dtype, device)
@@ -58,9 +61,50 @@ def test_low_precision(device, dtype):
     out, ref, grads, ref_grads = run_both(pooled, indices, weights, (3, 2, 0), (13, 13), grad)
     assert out.dtype == dtype and out.is_contiguous(memory_format=torch.channels_last)
     assert grads[0].dtype == dtype and grads[0].is_contiguous(memory_format=torch.channels_last)
-    assert_close_to(out, ref)
-    for g, r in zip(grads, ref_grads):
-        assert_close_to(g, r, dtype)
+    leaves = [t.detach().clone().requires_grad_() for t in (pooled, *weights)]
+    same_precision = reference.unpool_fire(leaves[0], indices, *leaves[1:], 3, 2, 0, (13, 13))
+    same_precision.backward(grad)
+    for ours, torchs, exact in zip([out, *grads], [same_precision, *[t.grad for t in leaves]], [ref, *ref_grads]):
+        exact = exact.double().cpu()
+        ours_err = (ours.double().cpu() - exact).abs().max().item()
+        torchs_err = (torchs.double().cpu() - exact).abs().max().item()
+        assert ours_err <= 2 * torchs_err + 1e-3 * exact.abs().max().item(), (ours_err, torchs_err)
+
+
+def check_bfloat16_forward():
+    """The bfloat16 forward (on oneDNN's bfloat16 micro-kernel where this CPU has one, over rows unpooled in
+    bfloat16 for even input and squeeze channel counts; else on float32 copies): within the accuracy rule of
+    unpooling + the Fire in bfloat16, the input's layout out, for pooled inputs in either layout and indices from a
+    pooling or anywhere in the plane (duplicates: the latest wins, as in max_unpool2d), and NaNs where unpooling +
+    the float64 Fire has them."""
+    torch.manual_seed(0)
+    cases = [(2, 24, 8, 16, 16, 13, 13, 3, 2), (3, 64, 16, 70, 40, 9, 10, 2, 2), (2, 13, 6, 5, 7, 7, 7, 3, 2)]
+    for (N, C, S, E1, E3, H, W, k, st), kind, memory in [(case, kind, memory) for case in cases
+                                                          for kind in ("pooled", "random")
+                                                          for memory in ("channels_last", "nchw")]:
+        pooled, indices = pooled_input(N, C, H, W, k, st, ceil_mode=False)
+        if kind == "random":
+            indices = torch.randint(0, H * W, indices.shape)
+        x, idx = layout(pooled.bfloat16(), memory), layout(indices, memory)
+        w16 = [w.bfloat16() for w in fire_weights(C, S, E1, E3)]
+        out = sx.functional.unpool_fire(x, idx, *w16, k, st, 0, (H, W))
+        fmt = torch.channels_last if memory == "channels_last" else torch.contiguous_format
+        assert out.dtype == torch.bfloat16 and out.is_contiguous(memory_format=fmt), (C, kind, memory)
+        ref = reference.fire(sx.functional.max_unpool2d(x.double(), idx, k, st, 0, (H, W)), *to64(w16))
+        same_precision = reference.fire(sx.functional.max_unpool2d(x, idx, k, st, 0, (H, W)), *w16)
+        ours = (out.double() - ref).abs().max().item()
+        torchs = (same_precision.double() - ref).abs().max().item()
+        assert ours <= 2 * torchs + 1e-3 * ref.abs().max().item(), (C, kind, memory, ours, torchs)
+        x[0, :, 0, 0] = float("nan")
+        out = sx.functional.unpool_fire(x, idx, *w16, k, st, 0, (H, W))
+        ref = reference.fire(sx.functional.max_unpool2d(x.double(), idx, k, st, 0, (H, W)), *to64(w16))
+        assert ref.isnan().any() and torch.equal(out.isnan(), ref.isnan()), (C, kind, memory)
+
+
+@pytest.mark.parametrize("env", [None, {"SQUEEZEAE_CPU_GEMM": "plain"}])
+def test_bfloat16_forward(env):
+    """Here, and with the plain GEMM (no bfloat16 micro-kernel: float32 copies)."""
+    run_check("test_unpool_fire", "check_bfloat16_forward", env=env)
 
 
 def test_indices_outside_their_windows(device):

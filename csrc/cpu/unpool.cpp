@@ -27,6 +27,7 @@
 #include "cpu/epilogues.h"
 #include "cpu/paths.h"
 #include "cpu/strides.h"
+#include "cpu/unpool.h"
 #include "shapes.h"
 
 namespace squeezeae {
@@ -357,6 +358,11 @@ namespace cpu {
 int64_t max_unpool2d_stream_bytes() {
   const int64_t l3 = l3_cache_bytes();
   return std::max(kBigOutputBytes, l3 / 4 + 1);
+}
+
+at::Tensor max_unpool2d(const at::Tensor& input, const at::Tensor& indices, at::IntArrayRef kernel_size,
+                        at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef output_size) {
+  return max_unpool2d_cpu(input, indices, kernel_size, stride, padding, output_size);
 }
 
 }  // namespace cpu
