@@ -184,10 +184,11 @@ constexpr int64_t kWinogradMinPixels = 1024;
 constexpr int64_t kWinogradMinBackwardSqueeze = 48;
 
 // The forward of narrow squeezes (fewer than kWinogradNarrowSqueeze channels: fire2 and fire3) takes it only from
-// kWinogradMinPixelsNarrow output pixels a call: its transforms cost more next to the GEMMs they shrink (per output
-// pixel, 4 (S + E3) values transformed for 5 S E3 multiply-adds saved). A/B on a Xeon, channels_last, fire2/fire3 (S = 16):
-// batch 1 (3025 pixels) 0.90x/0.97x, and 0.89x/0.98x inside a converted squeezenet1_1; batch 2 1.02-1.08x, batch
-// 4 1.05-1.09x, one 112x112 image 1.08-1.11x (and one 56x56 image with S = 32 1.07-1.10x).
+// kWinogradMinPixelsNarrow output pixels a call: its transforms cost more next to the GEMMs they shrink (per
+// output pixel, 4 (S + E3) values transformed for 5 S E3 multiply-adds saved). A/B on a Xeon, channels_last,
+// fire2/fire3 (S = 16): batch 1 (3025 pixels) 0.90x/0.97x, and 0.89x/0.98x inside a converted squeezenet1_1;
+// batch 2 1.02-1.08x, batch 4 1.05-1.09x, one 112x112 image 1.08-1.11x (and one 56x56 image with S = 32
+// 1.07-1.10x).
 constexpr int64_t kWinogradNarrowSqueeze = 32;
 constexpr int64_t kWinogradMinPixelsNarrow = 4096;
 

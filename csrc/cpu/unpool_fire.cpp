@@ -7,7 +7,7 @@
 // The bfloat16 forward (where the Fire's bfloat16 tiles run, fire_bf16.h) is not fused: max_unpool2d's kernel
 // writes the unpooled tensor, which those tiles then read. On the float32 copies it ran 0.43-0.64x eager at batch
 // 8 on a Xeon (eager's convolutions use AMX); the bfloat16 tiles with a fused loader, whose scatter of 16-bit
-// values runs one element at a time, took 1.1-2.4x as long as max_unpool2d (SIMD ranges) plus those tiles
+// values runs one element at a time, took 1.1-1.8x as long as max_unpool2d (SIMD ranges) plus those tiles
 // (batch 8, channels_last: fire5 1.24 against 0.95 ms, fire3 3.25 against 1.81 ms, fire9 0.77 against 0.70 ms).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
