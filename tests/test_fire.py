@@ -274,12 +274,14 @@ def check_forward_tiles():
             assert_close_to(out, reference.fire(unpooled, *to64(weights)))
 
 
-@pytest.mark.parametrize("tiles", ["planar", "pixel-major"])
-def test_forward_tiles(tiles):
-    """check_forward_tiles with SQUEEZEAE_CPU_FORWARD_TILES=planar and =pixel-major; by default float32 calls of
+@pytest.mark.parametrize("tiles,isa", [("planar", None), ("pixel-major", None), ("planar", "avx2"),
+                                       ("planar", "scalar")])
+def test_forward_tiles(tiles, isa):
+    """check_forward_tiles with SQUEEZEAE_CPU_FORWARD_TILES=planar and =pixel-major, the planar tiles also with
+    the AVX2 and scalar transposes (their channels_last loads and bias + ReLU stores); by default float32 calls of
     up to 256 output pixels take the planar tiles on Intel AVX-512 CPUs (cpu_paths()['planar_max_call_pixels']),
     and NCHW images of over 1000 (400 on other CPUs) pixels the planar tiles, the rest pixel-major ones."""
-    run_check("test_fire", "check_forward_tiles", env={"SQUEEZEAE_CPU_FORWARD_TILES": tiles})
+    run_check("test_fire", "check_forward_tiles", isa=isa, env={"SQUEEZEAE_CPU_FORWARD_TILES": tiles})
 
 
 # (N, C, S, E1, E3, H, W): even input and squeeze channels (oneDNN's bfloat16 micro-kernel where this CPU has one;
