@@ -88,7 +88,9 @@ def cpu_paths() -> dict:
     bfloat16 Fire forward multiplies ('onednn-brgemm-bf16' where oneDNN's micro-kernel does bfloat16 here, for
     channels_last inputs with even input and squeeze channels; else 'float32-copies'), and from how many output
     pixels a call (batch x height x width) the forward's 3x3 convolution runs as Winograd F(2x2, 3x3) (0: always,
-    -1: never; SQUEEZEAE_CPU_WINOGRAD=on or =off)."""
+    -1: never; SQUEEZEAE_CPU_WINOGRAD=on or =off), up to how many a float32 forward call takes the planar tiles
+    in any layout (0: no such rule on this CPU), and whether SQUEEZEAE_CPU_FORWARD_TILES forces the forward's
+    tiles ('planar', 'pixel-major') or the rules choose them ('measured')."""
     return _C.cpu_paths()
 
 

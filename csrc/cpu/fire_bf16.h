@@ -104,8 +104,7 @@ inline bool use_bf16_forward(const at::Tensor& x, const FireDims& d) {
 
 // channels_last with packed rows: what the tiles read and write in place.
 inline bool packed_channels_last(const at::Tensor& t) {
-  const Strides4 st(t);
-  return st.c == 1 && st.w == t.size(1) && st.h == t.size(3) * t.size(1);
+  return Strides4(t).pixels_packed(t.size(1), t.size(3));
 }
 
 // The forward of a packed channels_last x into a packed channels_last `output`.

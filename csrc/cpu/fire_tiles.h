@@ -961,7 +961,7 @@ struct StridedRowLoader {
   const acc_t* operator()(int64_t n, int64_t g0, int64_t g1, acc_t* dst) const {
     const scalar_t* base = data + n * st.n;
     if constexpr (std::is_same_v<scalar_t, acc_t>) {
-      if (st.c == 1 && st.w == C && st.h == W * C) return base + g0 * st.h;  // already pixel-major rows
+      if (st.pixels_packed(C, W)) return base + g0 * st.h;  // already pixel-major rows
     }
     int64_t planes_ld = 0;
     if (const acc_t* planes = planar_rows(n, g0, &planes_ld)) {  // NCHW rows: the band is [C, pixels]
@@ -1071,7 +1071,7 @@ struct StridedRowSink {
   // the accumulation type), else nullptr.
   acc_t* direct(int64_t n, int64_t r0, int64_t* ld) const {
     if constexpr (std::is_same_v<scalar_t, acc_t>) {
-      if (st.c == 1 && st.w == C && st.h == W * C) {
+      if (st.pixels_packed(C, W)) {
         *ld = C;
         return data + n * st.n + r0 * st.h;
       }

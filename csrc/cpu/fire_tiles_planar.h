@@ -159,7 +159,7 @@ struct PlanarRowLoader {
     const int64_t pixels = (g1 - g0) * W;
     *ld = pixels;
     if constexpr (std::is_same_v<scalar_t, float> && std::is_same_v<acc_t, float>) {
-      if (st.c == 1 && st.w == C && st.h == W * C) {  // channels_last rows: one SIMD transpose
+      if (st.pixels_packed(C, W)) {  // channels_last rows: one SIMD transpose
         pixel_major_to_planar(dst, pixels, base + g0 * st.h, C, pixels, C);
         return dst;
       }
@@ -213,7 +213,7 @@ struct PlanarActivationStore {
         bias_relu_planes(data + st.at(n, 0, r0, 0), st.c, acc, ld, bias, E, (r1 - r0) * W);
         return;
       }
-      if (st.c == 1 && st.w == E && st.h == W * E && padded_width == W) {  // channels_last: transposed back
+      if (st.pixels_packed(E, W) && padded_width == W) {  // channels_last: transposed back
         bias_relu_to_pixel_major(data + st.at(n, 0, r0, 0), E, acc, ld, bias, (r1 - r0) * W, E);
         return;
       }

@@ -16,6 +16,11 @@ struct Strides4 {
   // Each plane's rows of `width` elements packed back to back (NCHW-like): a band of rows of one plane is one
   // contiguous run, and a band of every plane is a [C, pixels] matrix with leading dimension c.
   bool rows_packed(int64_t width) const { return w == 1 && h == width; }
+  // Each image's pixels of `channels` elements packed back to back, rows too (channels_last): a band of rows is
+  // one [pixels, channels] matrix.
+  bool pixels_packed(int64_t channels, int64_t width) const {
+    return c == 1 && w == channels && h == width * channels;
+  }
 };
 
 }  // namespace cpu
