@@ -58,17 +58,9 @@ at::Tensor fire_cpu(const at::Tensor& x, const at::Tensor& squeeze_weight, const
                                 expand3x3_weight, expand3x3_bias);
   at::Tensor output = empty_like_layout(x, {d.batch, d.out_channels(), d.height, d.width});
   if (output.numel() == 0) return output;
-  if (cpu::use_bf16_forward(x, d)) {  // packed channels_last in place, other layouts through such copies
-    using Slot = cpu::Scratch<c10::BFloat16>;
-    const bool in_place = cpu::packed_channels_last(x) && cpu::packed_channels_last(output);
-    const at::Tensor x_cl =
-        in_place ? x : cpu::call_copy<c10::BFloat16>(Slot::kCallIn, x, at::MemoryFormat::ChannelsLast);
-    at::Tensor out_cl = in_place ? output
-                                 : cpu::call_copy<c10::BFloat16>(Slot::kCallOut, output, at::MemoryFormat::ChannelsLast,
-                                                                 /*copy=*/false);
-    cpu::fire_forward_bf16(d, x_cl, squeeze_weight, squeeze_bias, expand1x1_weight, expand1x1_bias, expand3x3_weight,
-                           expand3x3_bias, out_cl);
-    if (!in_place) output.copy_(out_cl);
+  if (cpu::use_bf16_forward(x, d)) {
+    cpu::fire_forward_bf16_any_layout(d, x, squeeze_weight, squeeze_bias, expand1x1_weight, expand1x1_bias,
+                                      expand3x3_weight, expand3x3_bias, output);
     return output;
   }
   if (cpu::computes_in_float(x)) {

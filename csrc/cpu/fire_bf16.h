@@ -161,5 +161,23 @@ inline void fire_forward_bf16(const FireDims& d, const at::Tensor& x, const at::
   });
 }
 
+// fire_forward_bf16 for x and `output` in any layout: packed channels_last ones in place, others through
+// channels_last copies in call scratch (the Fire's and unpool_fire's bfloat16 forward).
+inline void fire_forward_bf16_any_layout(const FireDims& d, const at::Tensor& x, const at::Tensor& squeeze_weight,
+                                         const std::optional<at::Tensor>& squeeze_bias,
+                                         const at::Tensor& expand1x1_weight,
+                                         const std::optional<at::Tensor>& expand1x1_bias,
+                                         const at::Tensor& expand3x3_weight,
+                                         const std::optional<at::Tensor>& expand3x3_bias, at::Tensor& output) {
+  using Slot = Scratch<c10::BFloat16>;
+  const bool in_place = packed_channels_last(x) && packed_channels_last(output);
+  const at::Tensor x_cl = in_place ? x : call_copy<c10::BFloat16>(Slot::kCallIn, x, at::MemoryFormat::ChannelsLast);
+  at::Tensor out_cl =
+      in_place ? output : call_copy<c10::BFloat16>(Slot::kCallOut, output, at::MemoryFormat::ChannelsLast, false);
+  fire_forward_bf16(d, x_cl, squeeze_weight, squeeze_bias, expand1x1_weight, expand1x1_bias, expand3x3_weight,
+                    expand3x3_bias, out_cl);
+  if (!in_place) output.copy_(out_cl);
+}
+
 }  // namespace cpu
 }  // namespace squeezeae

@@ -203,17 +203,9 @@ at::Tensor unpool_fire_cpu(const at::Tensor& input, const at::Tensor& indices, c
   const PoolGeometry pool = cpu::scan_pool_indices(indices, kernel_size, stride, padding, d.height, d.width);
   if (cpu::use_bf16_forward(input, d)) {
     // bfloat16: max_unpool2d's kernel, then the bfloat16 Fire tiles on its output (see the comment at the top)
-    using Slot = cpu::Scratch<c10::BFloat16>;
     const at::Tensor unpooled = cpu::max_unpool2d(input, indices, kernel_size, stride, padding, output_size);
-    const bool in_place = cpu::packed_channels_last(unpooled) && cpu::packed_channels_last(output);
-    const at::Tensor unpooled_cl =
-        in_place ? unpooled : cpu::call_copy<c10::BFloat16>(Slot::kCallIn, unpooled, at::MemoryFormat::ChannelsLast);
-    at::Tensor out_cl = in_place ? output
-                                 : cpu::call_copy<c10::BFloat16>(Slot::kCallOut, output, at::MemoryFormat::ChannelsLast,
-                                                                 /*copy=*/false);
-    cpu::fire_forward_bf16(d, unpooled_cl, squeeze_weight, squeeze_bias, expand1x1_weight, expand1x1_bias,
-                           expand3x3_weight, expand3x3_bias, out_cl);
-    if (!in_place) output.copy_(out_cl);
+    cpu::fire_forward_bf16_any_layout(d, unpooled, squeeze_weight, squeeze_bias, expand1x1_weight, expand1x1_bias,
+                                      expand3x3_weight, expand3x3_bias, output);
     return output;
   }
   if (cpu::computes_in_float(input)) {
