@@ -1,4 +1,5 @@
 #include "cpu/epilogues.h"
+#include "cpu/clones.h"
 #include "cpu/winograd.h"
 
 #include <algorithm>
@@ -12,11 +13,6 @@
 #define SQUEEZEAE_HAVE_SIMD_PATHS 1
 #endif
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(SQUEEZEAE_NO_MULTIVERSION)
-#define SQUEEZEAE_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define SQUEEZEAE_CLONES
-#endif
 
 namespace squeezeae {
 namespace cpu {
