@@ -219,6 +219,75 @@ inline FireDims check_unpool_fire_backward(const char* op, const at::Tensor& gra
   return d;
 }
 
+struct PoolDims {
+  int64_t batch = 0, channels = 0, height = 0, width = 0;
+  int64_t out_height = 0, out_width = 0;
+  int64_t kernel_h = 1, kernel_w = 1, stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0, dilation_h = 1,
+          dilation_w = 1;
+};
+
+// nn.MaxPool2d's output size along one dimension (ATen's rule): with ceil_mode the last window must still start
+// inside the input or its left padding.
+inline int64_t pool_output_size(int64_t size, int64_t kernel, int64_t pad, int64_t stride, int64_t dilation,
+                                bool ceil_mode) {
+  const int64_t span = size + 2 * pad - dilation * (kernel - 1) - 1 + (ceil_mode ? stride - 1 : 0);
+  int64_t out = (span >= 0 ? span / stride : -((-span + stride - 1) / stride)) + 1;  // floor division
+  if (ceil_mode && (out - 1) * stride >= size + pad) --out;
+  return out;
+}
+
+// max_pool2d's arguments: input [N, C, H, W] with C, H, W > 0, then F.max_pool2d's rules on the window (on the
+// CPU, ATen bounds the padding by half the kernel, not half the dilated kernel).
+inline PoolDims check_max_pool(const char* op, const at::Tensor& input, at::IntArrayRef kernel_size,
+                               at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
+                               bool ceil_mode) {
+  check_input_4d(op, "input", input);
+  TORCH_CHECK(input.size(1) > 0 && input.size(2) > 0 && input.size(3) > 0, op,
+              ": input must have non-zero channels, height and width (only the batch may be empty), got shape ",
+              input.sizes());
+  check_pair(op, "kernel_size", kernel_size, 1);
+  check_pair(op, "stride", stride, 1);
+  check_pair(op, "padding", padding, 0);
+  check_pair(op, "dilation", dilation, 1);
+  for (int d = 0; d < 2; ++d) {
+    TORCH_CHECK(padding[d] <= kernel_size[d] / 2, op, ": padding must be at most half of kernel_size (",
+                kernel_size, "), got ", padding);
+  }
+  PoolDims d;
+  d.batch = input.size(0);
+  d.channels = input.size(1);
+  d.height = input.size(2);
+  d.width = input.size(3);
+  d.kernel_h = kernel_size[0], d.kernel_w = kernel_size[1];
+  d.stride_h = stride[0], d.stride_w = stride[1];
+  d.pad_h = padding[0], d.pad_w = padding[1];
+  d.dilation_h = dilation[0], d.dilation_w = dilation[1];
+  d.out_height = pool_output_size(d.height, d.kernel_h, d.pad_h, d.stride_h, d.dilation_h, ceil_mode);
+  d.out_width = pool_output_size(d.width, d.kernel_w, d.pad_w, d.stride_w, d.dilation_w, ceil_mode);
+  TORCH_CHECK(d.out_height >= 1 && d.out_width >= 1, op, ": input of spatial size [", d.height, ", ", d.width,
+              "] is too small for kernel_size ", kernel_size, ", stride ", stride, ", padding ", padding,
+              ", dilation ", dilation, " and ceil_mode=", ceil_mode ? "True" : "False", ": the output would be [",
+              d.out_height, ", ",
+              d.out_width, "]");
+  return d;
+}
+
+// max_pool2d_backward: grad_output and indices [N, C, H_out, W_out] of a pooling of `input`.
+inline void check_max_pool_backward(const char* op, const at::Tensor& grad_output, const at::Tensor& input,
+                                    const at::Tensor& indices) {
+  check_input_4d(op, "input", input);
+  check_input_4d(op, "grad_output", grad_output);
+  check_like(op, "grad_output", grad_output, "input", input);
+  TORCH_CHECK(indices.defined() && indices.scalar_type() == at::kLong, op, ": indices must be an int64 tensor, got ",
+              indices.defined() ? c10::toString(indices.scalar_type()) : "None");
+  TORCH_CHECK(indices.device() == input.device(), op, ": indices must be on the same device as input (",
+              input.device(), "), got ", indices.device());
+  TORCH_CHECK(indices.sizes() == grad_output.sizes(), op, ": indices must have grad_output's shape (",
+              grad_output.sizes(), "), got ", indices.sizes());
+  TORCH_CHECK(grad_output.size(0) == input.size(0) && grad_output.size(1) == input.size(1), op,
+              ": grad_output must have input's batch and channels (", input.sizes(), "), got ", grad_output.sizes());
+}
+
 // Messages for index values, worded like ATen's max_unpool2d.
 [[noreturn]] inline void throw_invalid_index(int64_t index, int64_t out_height, int64_t out_width) {
   TORCH_CHECK(false, "Found an invalid max index: ", index, " (output volumes are of size ", out_height, "x",

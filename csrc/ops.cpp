@@ -57,6 +57,17 @@ TORCH_LIBRARY(squeezeae, m) {
   // grad_input[n, c, i] = grad_output[n, c, indices[n, c, i]], as PyTorch's max_unpool2d derivative.
   m.def("max_unpool2d_backward(Tensor grad_output, Tensor indices) -> Tensor");
 
+  // F.max_pool2d (values only; with indices below), ATen's window rule and tie/NaN rule to the bit. Indices are
+  // flat h * W + w positions in the input's planes.
+  m.def(
+      "max_pool2d(Tensor input, int[2] kernel_size, int[2] stride, int[2] padding, int[2] dilation, "
+      "bool ceil_mode) -> Tensor");
+  m.def(
+      "max_pool2d_with_indices(Tensor input, int[2] kernel_size, int[2] stride, int[2] padding, "
+      "int[2] dilation, bool ceil_mode) -> (Tensor, Tensor)");
+  // grad_input (input's shape and layout) = zeros with grad_output added at the indices.
+  m.def("max_pool2d_backward(Tensor grad_output, Tensor input, Tensor indices) -> Tensor");
+
   // fire(max_unpool2d(input, indices, ...)) without materialising the unpooled tensor.
   m.def(
       "unpool_fire(Tensor input, Tensor indices, Tensor squeeze_weight, Tensor? squeeze_bias, "

@@ -1,9 +1,10 @@
-"""squeezeae_ext: fused SqueezeNet Fire, max-unpool and unpool+Fire kernels for PyTorch (CPU and CUDA)."""
+"""squeezeae_ext: fused SqueezeNet Fire, max-unpool and unpool+Fire kernels for PyTorch (CPU and CUDA), and a CPU
+max-pool."""
 from ._version import __version__
 from ._ops import has_cuda_kernels
 from . import functional, reference
 from .convert import convert
-from .modules import Fire, MaxUnpool2d, UnpoolFire
+from .modules import Fire, MaxPool2d, MaxUnpool2d, UnpoolFire
 from .models import ConvAutoencoder, SqueezeAutoencoder
 
 __all__ = [
@@ -13,6 +14,7 @@ __all__ = [
     "reference",
     "convert",
     "Fire",
+    "MaxPool2d",
     "MaxUnpool2d",
     "UnpoolFire",
     "SqueezeAutoencoder",

@@ -7,6 +7,8 @@ metadata, with the same memory-format rule as csrc/shapes.h.
 import torch
 from torch._prims_common import suggest_memory_format
 
+from ._sizes import pool_output_size
+
 try:
     from . import _C  # noqa: F401  (importing runs the TORCH_LIBRARY registrations)
 except ImportError as error:  # pragma: no cover - exercised only on a broken install
@@ -61,6 +63,30 @@ def _max_unpool2d_fake(input, indices, kernel_size, stride, padding, output_size
 @torch.library.register_fake("squeezeae::max_unpool2d_backward")
 def _max_unpool2d_backward_fake(grad_output, indices):
     return _empty_like_layout(indices, indices.shape, dtype=grad_output.dtype)
+
+
+def _pooled_like(input, kernel_size, stride, padding, dilation, ceil_mode, dtype=None):
+    height, width = (
+        pool_output_size(input.shape[2 + d], kernel_size[d], stride[d], padding[d], dilation[d], ceil_mode)
+        for d in range(2)
+    )
+    return _empty_like_layout(input, (input.shape[0], input.shape[1], height, width), dtype=dtype)
+
+
+@torch.library.register_fake("squeezeae::max_pool2d")
+def _max_pool2d_fake(input, kernel_size, stride, padding, dilation, ceil_mode):
+    return _pooled_like(input, kernel_size, stride, padding, dilation, ceil_mode)
+
+
+@torch.library.register_fake("squeezeae::max_pool2d_with_indices")
+def _max_pool2d_with_indices_fake(input, kernel_size, stride, padding, dilation, ceil_mode):
+    args = (input, kernel_size, stride, padding, dilation, ceil_mode)
+    return _pooled_like(*args), _pooled_like(*args, dtype=torch.int64)
+
+
+@torch.library.register_fake("squeezeae::max_pool2d_backward")
+def _max_pool2d_backward_fake(grad_output, input, indices):
+    return _empty_like_layout(input, input.shape)
 
 
 @torch.library.register_fake("squeezeae::unpool_fire")

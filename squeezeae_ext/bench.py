@@ -31,7 +31,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence
 
-OPS = ("fire", "max_unpool2d", "unpool_fire")
+from ._sizes import pool_output_size
+
+OPS = ("fire", "max_unpool2d", "unpool_fire", "max_pool2d")
+CPU_ONLY_OPS = ("max_pool2d",)  # on CUDA, functional.max_pool2d is F.max_pool2d: nothing to compare
 VARIANTS = ("fused", "eager", "compiled")
 DTYPES = {"float32": "float32", "float16": "float16", "bfloat16": "bfloat16"}
 DTYPE_SHORT = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
@@ -82,16 +85,6 @@ class FireShape:
 
 def conv_output_size(size: int, kernel: int, stride: int = 1, padding: int = 0, dilation: int = 1) -> int:
     return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
-
-
-def pool_output_size(size: int, kernel: int, stride: int, padding: int = 0, dilation: int = 1,
-                     ceil_mode: bool = False) -> int:
-    """nn.MaxPool2d's output size, with its ceil_mode rule (the last window must start inside the input)."""
-    span = size + 2 * padding - dilation * (kernel - 1) - 1
-    out = (-(-span // stride) if ceil_mode else span // stride) + 1
-    if ceil_mode and (out - 1) * stride >= size + padding:
-        out -= 1
-    return out
 
 
 def _first(value):
@@ -195,6 +188,18 @@ def max_unpool2d_bytes(batch, channels, pooled_height, pooled_width, height, wid
     if not backward:
         return forward
     return forward + pooled * index_size + 2 * pooled * element_size
+
+
+def max_pool2d_bytes(batch, channels, height, width, pooled_height, pooled_width, element_size,
+                     index_size=INDEX_BYTES, backward=False) -> int:
+    """Input read, pooled output written (and, for a backward, the indices the forward keeps); backward adds
+    grad_output and indices read and grad_input written."""
+    full = batch * channels * height * width
+    pooled = batch * channels * pooled_height * pooled_width
+    forward = (full + pooled) * element_size
+    if not backward:
+        return forward
+    return forward + 2 * pooled * index_size + pooled * element_size + full * element_size
 
 
 def unpool_fire_bytes(batch, inplanes, squeeze, expand1x1, expand3x3, pooled_height, pooled_width, height,
@@ -605,7 +610,19 @@ def build_row(torch, op: str, shape: FireShape, batch: int, dtype, device: str, 
     description = {"N": n, "C": c, "S": shape.squeeze, "E1": shape.expand1x1, "E3": shape.expand3x3, "H": h,
                    "W": w}
     dims = (n, c, shape.squeeze, shape.expand1x1, shape.expand3x3)
-    if op == "fire":
+    if op == "max_pool2d":  # the pooling that feeds the unpool ops' rows: the Fire's input, pooled
+        for key in ("S", "E1", "E3"):
+            description.pop(key)
+        description.update({"Hp": pooled_h, "Wp": pooled_w, "pool": f"max_pool2d({POOL_KERNEL}, "
+                                                                     f"{POOL_STRIDE}, ceil_mode=True)"})
+        x = _activation(torch, (n, c, h, w), dtype, device, layout, backward)
+        args, leaves = [x], [x]
+        fused = lambda t: functional.max_pool2d(t, POOL_KERNEL, POOL_STRIDE, ceil_mode=True)  # noqa: E731
+        eager = lambda t: F.max_pool2d(t, POOL_KERNEL, POOL_STRIDE, ceil_mode=True)  # noqa: E731
+        in_shape, out_shape = [n, c, h, w], [n, c, pooled_h, pooled_w]
+        nbytes = max_pool2d_bytes(n, c, h, w, pooled_h, pooled_w, element, backward=backward)
+        flops = None
+    elif op == "fire":
         x = _activation(torch, (n, c, h, w), dtype, device, layout, backward)
         weights = _weights(torch, shape, dtype, device, layout, backward)
         args, leaves = [x] + weights, [x] + weights
@@ -792,6 +809,8 @@ def _shape_text(r: dict) -> str:
     s = r["shape"]
     if r["op"] == "model":
         return f"{s['N']}x3x{s['H']}x{s['W']}"
+    if r["op"] == "max_pool2d":
+        return f"{s['N']}x{s['C']}x{s['H']}x{s['W']}->{s['Hp']}x{s['Wp']}"
     text = f"{s['N']}x{s['C']}x{s.get('Hp', s['H'])}x{s.get('Wp', s['W'])}"
     if "Hp" in s:
         text += f"->{s['H']}x{s['W']}"
@@ -1117,6 +1136,10 @@ def _run(args) -> int:
     except ValueError as error:
         raise CommandError(str(error))
     ops = OPS if args.op == "all" else (args.op,)
+    if device == "cuda":
+        if args.op in CPU_ONLY_OPS:
+            raise CommandError(f"--op {args.op}: the extension's kernel is CPU-only (on CUDA it is F.{args.op})")
+        ops = tuple(op for op in ops if op not in CPU_ONLY_OPS)
     plan = [] if args.model else [(op, s) for op in ops for s in _dedupe(op, shapes)]
 
     env = environment(torch, device)
@@ -1199,8 +1222,9 @@ def _run(args) -> int:
 
 
 def _dedupe(op: str, shapes: Sequence[FireShape]) -> List[FireShape]:
-    """max_unpool2d rows depend only on (C, H, W): one row per distinct input, named by its first Fire."""
-    if op != "max_unpool2d":
+    """max_unpool2d and max_pool2d rows depend only on (C, H, W): one row per distinct input, named by its first
+    Fire."""
+    if op not in ("max_unpool2d", "max_pool2d"):
         return list(shapes)
     seen, out = set(), []
     for s in shapes:

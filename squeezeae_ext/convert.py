@@ -1,10 +1,10 @@
-"""convert(model): swaps torchvision-style Fire blocks and nn.MaxUnpool2d for the fused modules in place of
-the originals, sharing the very same Parameter objects so optimisers and state dicts are unaffected."""
+"""convert(model): swaps torchvision-style Fire blocks, nn.MaxUnpool2d and nn.MaxPool2d for the extension's modules
+in place of the originals, sharing the very same Parameter objects so optimisers and state dicts are unaffected."""
 import copy
 
 from torch import nn
 
-from .modules import Fire, MaxUnpool2d
+from .modules import Fire, MaxPool2d, MaxUnpool2d
 
 __all__ = ["convert", "is_torchvision_fire"]
 
@@ -53,9 +53,17 @@ def _fused_unpool(module: nn.MaxUnpool2d) -> MaxUnpool2d:
     return fused
 
 
-def convert(model: nn.Module, inplace: bool = False) -> nn.Module:
-    """Returns ``model`` with every torchvision-style Fire replaced by the fused :class:`Fire` and every
-    ``nn.MaxUnpool2d`` by the fused :class:`MaxUnpool2d`.
+def _fast_pool(module: nn.MaxPool2d) -> MaxPool2d:
+    fast = MaxPool2d(module.kernel_size, module.stride, module.padding, module.dilation,
+                     return_indices=module.return_indices, ceil_mode=module.ceil_mode)
+    fast.train(module.training)
+    return fast
+
+
+def convert(model: nn.Module, inplace: bool = False, max_pool: bool = True) -> nn.Module:
+    """Returns ``model`` with every torchvision-style Fire replaced by the fused :class:`Fire`, every
+    ``nn.MaxUnpool2d`` by the fused :class:`MaxUnpool2d` and, unless ``max_pool=False``, every ``nn.MaxPool2d`` by
+    :class:`MaxPool2d` (the same results; on the CPU, the extension's kernel).
 
     The fused Fire reuses the original ``squeeze``/``expand1x1``/``expand3x3`` modules, so parameters are the
     same objects and state_dict keys do not change. With ``inplace=False`` the module tree is copied first
@@ -63,17 +71,27 @@ def convert(model: nn.Module, inplace: bool = False) -> nn.Module:
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"convert: model must be an nn.Module, got {type(model).__name__}")
+    if not isinstance(max_pool, bool):
+        raise TypeError(f"convert: max_pool must be a bool, got {type(max_pool).__name__}")
     if not inplace:
         shared = {id(t): t for t in list(model.parameters()) + list(model.buffers())}
         model = copy.deepcopy(model, memo=shared)
-    if is_torchvision_fire(model):
-        return _fused_fire(model)
-    if type(model) is nn.MaxUnpool2d:
-        return _fused_unpool(model)
+
+    def swapped(module):
+        if is_torchvision_fire(module):
+            return _fused_fire(module)
+        if type(module) is nn.MaxUnpool2d:
+            return _fused_unpool(module)
+        if max_pool and type(module) is nn.MaxPool2d:
+            return _fast_pool(module)
+        return None
+
+    whole = swapped(model)
+    if whole is not None:
+        return whole
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
-            if is_torchvision_fire(child):
-                setattr(parent, name, _fused_fire(child))
-            elif type(child) is nn.MaxUnpool2d:
-                setattr(parent, name, _fused_unpool(child))
+            replacement = swapped(child)
+            if replacement is not None:
+                setattr(parent, name, replacement)
     return model

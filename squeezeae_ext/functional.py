@@ -6,13 +6,14 @@ calls one op of torch.ops.squeezeae; the C++ side checks the tensors.
 from typing import Optional, Sequence, Union
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from ._ops import ops
 
 IntOrPair = Union[int, Sequence[int]]
 
-__all__ = ["fire", "max_unpool2d", "unpool_fire", "unpool_output_size"]
+__all__ = ["fire", "max_pool2d", "max_unpool2d", "unpool_fire", "unpool_output_size"]
 
 
 def _pair(value: IntOrPair, name: str, op: str) -> list:
@@ -100,6 +101,48 @@ def fire(
     x4, unbatched = _batched(x, "x", "fire")
     out = ops.fire(x4, squeeze_weight, squeeze_bias, expand1x1_weight, expand1x1_bias, expand3x3_weight,
                    expand3x3_bias)
+    return out.squeeze(0) if unbatched else out
+
+
+def _pool_pair(value, name: str, op: str) -> list:
+    """An int, or a sequence of one or two ints (F.max_pool2d's rule), as [h, w]."""
+    if type(value) is int:  # the common case first: a module's call should cost little more than the op's
+        return [value, value]
+    if isinstance(value, (tuple, list, torch.Size)) and len(value) == 1:
+        value = value[0]
+    return _pair(value, name, op)
+
+
+def max_pool2d(
+    input: Tensor,
+    kernel_size: IntOrPair,
+    stride: Optional[IntOrPair] = None,
+    padding: IntOrPair = 0,
+    dilation: IntOrPair = 1,
+    ceil_mode: bool = False,
+    return_indices: bool = False,
+):
+    """F.max_pool2d, with the same values and indices (ties: the first maximum in row-major order; a NaN wins).
+
+    On the CPU it runs the extension's kernels, which write indices only when ``return_indices`` is set or autograd
+    needs them; other devices call ``F.max_pool2d``.
+    """
+    if isinstance(input, Tensor) and not input.is_cpu:
+        return F.max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode=ceil_mode,
+                            return_indices=return_indices)
+    op = "max_pool2d"
+    x4, unbatched = _batched(input, "input", op)
+    kernel = _pool_pair(kernel_size, "kernel_size", op)
+    step = kernel if stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0) else _pool_pair(
+        stride, "stride", op)
+    pad = _pool_pair(padding, "padding", op)
+    dil = _pool_pair(dilation, "dilation", op)
+    if not isinstance(ceil_mode, bool):
+        raise TypeError(f"{op}: ceil_mode must be a bool, got {type(ceil_mode).__name__}")
+    if return_indices:
+        out, indices = ops.max_pool2d_with_indices(x4, kernel, step, pad, dil, ceil_mode)
+        return (out.squeeze(0), indices.squeeze(0)) if unbatched else (out, indices)
+    out = ops.max_pool2d(x4, kernel, step, pad, dil, ceil_mode)
     return out.squeeze(0) if unbatched else out
 
 

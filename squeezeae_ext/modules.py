@@ -1,4 +1,5 @@
-"""Drop-in modules: parameter names, constructors and initialisation of torchvision's Fire and nn.MaxUnpool2d."""
+"""Drop-in modules: parameter names, constructors and initialisation of torchvision's Fire, nn.MaxPool2d and
+nn.MaxUnpool2d."""
 from typing import Optional, Sequence
 
 from torch import Tensor, nn
@@ -6,7 +7,7 @@ from torch import Tensor, nn
 from . import functional
 from .squeezenet import TorchvisionFire
 
-__all__ = ["Fire", "MaxUnpool2d", "UnpoolFire"]
+__all__ = ["Fire", "MaxPool2d", "MaxUnpool2d", "UnpoolFire"]
 
 _MISSING = object()
 
@@ -35,6 +36,15 @@ class Fire(TorchvisionFire):
 
     def forward(self, x: Tensor) -> Tensor:
         return functional.fire(x, *_conv_parameters(self))
+
+
+class MaxPool2d(nn.MaxPool2d):
+    """nn.MaxPool2d (same constructor, attributes and results) on the extension's CPU kernels; other devices run
+    ``F.max_pool2d``. Without ``return_indices`` and outside autograd it writes no indices."""
+
+    def forward(self, input: Tensor):
+        return functional.max_pool2d(input, self.kernel_size, self.stride, self.padding, self.dilation,
+                                     ceil_mode=self.ceil_mode, return_indices=self.return_indices)
 
 
 class MaxUnpool2d(nn.Module):
