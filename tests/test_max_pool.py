@@ -52,7 +52,7 @@ def assert_same(out, ref):
     assert torch.equal(out.isnan(), ref.isnan())
     fin = ~ref.isnan()
     assert torch.equal(out[fin], ref[fin])
-    assert torch.equal(out[fin].double().copysign(torch.ones(())).sign(), ref[fin].double().copysign(torch.ones(())).sign())
+    assert torch.equal(out[fin].signbit(), ref[fin].signbit())
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -126,7 +126,7 @@ def test_backward_matches_pytorch(memory, dtype):
         assert g.is_contiguous(memory_format=suggest_memory_format(x))
         out, idx = sx.functional.max_pool2d(x, **pool_args(case), return_indices=True)
         assert out.requires_grad and not idx.requires_grad
-        (g,) = torch.autograd.grad(out, x, grad.expand(out.shape) if out.dim() else grad)
+        (g,) = torch.autograd.grad(out, x, grad)
         assert torch.equal(g, g_ref)
 
 
@@ -183,7 +183,7 @@ def test_bad_arguments(kwargs, error, match):
 @pytest.mark.parametrize(
     "make, error, match",
     [
-        (lambda: torch.randn(2, 7, 7), RuntimeError, r"input must have non-zero channels, height and width"),
+        (lambda: torch.randn(2, 0, 7), RuntimeError, r"input must have non-zero channels, height and width"),
         (lambda: torch.randn(7, 7), ValueError, r"max_pool2d: input must be 3-D \[C, H, W\] or 4-D"),
         (lambda: torch.randn(1, 0, 7, 7), RuntimeError, r"input must have non-zero channels, height and width"),
         (lambda: torch.ones(1, 2, 7, 7, dtype=torch.int32), RuntimeError, r"max_pool2d: input must be a floating"),
@@ -191,11 +191,8 @@ def test_bad_arguments(kwargs, error, match):
     ],
 )
 def test_bad_input(make, error, match):
-    x = make()
-    if isinstance(x, torch.Tensor) and x.dim() == 3 and x.shape[0] == 2:
-        x = x[:, :0]  # an unbatched input with no rows
     with pytest.raises(error, match=match):
-        sx.functional.max_pool2d(x, 2)
+        sx.functional.max_pool2d(make(), 2)
 
 
 def test_backward_op_checks_its_indices():
@@ -208,7 +205,8 @@ def test_backward_op_checks_its_indices():
         for bad in (36, -1, 1 << 40):
             idx = layout(torch.zeros(1, 2, 3, 3, dtype=torch.long), memory)
             idx[0, 1, 2, 2] = bad
-            with pytest.raises(RuntimeError, match=rf"indices must be flat positions in input's 6x6 planes, in \[0, 36\), got {bad}"):
+            message = rf"indices must be flat positions in input's 6x6 planes, in \[0, 36\), got {bad}"
+            with pytest.raises(RuntimeError, match=message):
                 backward(go, xs, idx)
     with pytest.raises(RuntimeError, match=r"indices must have grad_output's shape"):
         backward(torch.randn(1, 2, 3, 3), x, torch.zeros(1, 2, 3, 2, dtype=torch.long))
