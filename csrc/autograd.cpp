@@ -2,8 +2,8 @@
 // dispatch (~3 us) rather than a trip through a Python autograd kernel (~11 us more per call, measured on
 // the CPU here; that was a quarter of a small max_unpool2d). Each forward redispatches below autograd and
 // saves what its backward op needs; the backward ops (fire_backward, max_unpool2d_backward,
-// unpool_fire_backward) are the only place the gradients are computed. Gradients are first order only:
-// the backward ops have no derivatives of their own.
+// unpool_fire_backward, max_pool2d_backward) are the only place the gradients are computed. Gradients are first
+// order only: the backward ops have no derivatives of their own.
 #include <ATen/ATen.h>
 #include <torch/autograd.h>
 #include <torch/library.h>

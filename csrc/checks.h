@@ -138,6 +138,15 @@ inline FireDims check_fire_backward(const char* op, const at::Tensor& grad_outpu
   return d;
 }
 
+// A backward op's indices: an int64 tensor on the device of `ref` (named `ref_name`).
+inline void check_index_tensor(const char* op, const at::Tensor& indices, const char* ref_name,
+                               const at::Tensor& ref) {
+  TORCH_CHECK(indices.defined() && indices.scalar_type() == at::kLong, op, ": indices must be an int64 tensor, got ",
+              indices.defined() ? c10::toString(indices.scalar_type()) : "None");
+  TORCH_CHECK(indices.device() == ref.device(), op, ": indices must be on the same device as ", ref_name, " (",
+              ref.device(), "), got ", indices.device());
+}
+
 inline void check_pair(const char* op, const char* name, at::IntArrayRef v, int64_t min_value) {
   TORCH_CHECK(v.size() == 2, op, ": ", name, " must have 2 elements, got ", v.size());
   TORCH_CHECK(v[0] >= min_value && v[1] >= min_value, op, ": ", name, " must be >= ", min_value, ", got ", v);
@@ -172,12 +181,7 @@ inline UnpoolDims check_max_unpool(const char* op, const at::Tensor& input, cons
 
 inline void check_unpool_grad_output(const char* op, const at::Tensor& grad_output, const at::Tensor& indices) {
   check_input_4d(op, "grad_output", grad_output);
-  TORCH_CHECK(indices.defined() && indices.scalar_type() == at::kLong, op,
-              ": indices must be an int64 tensor, got ",
-              indices.defined() ? c10::toString(indices.scalar_type()) : "None");
-  TORCH_CHECK(indices.device() == grad_output.device(), op,
-              ": indices must be on the same device as grad_output (", grad_output.device(), "), got ",
-              indices.device());
+  check_index_tensor(op, indices, "grad_output", grad_output);
   TORCH_CHECK(indices.dim() == 4 && indices.size(0) == grad_output.size(0) &&
                   indices.size(1) == grad_output.size(1),
               op, ": indices must be [N, C, H_in, W_in] with N, C of grad_output ", grad_output.sizes(), ", got ",
@@ -278,10 +282,7 @@ inline void check_max_pool_backward(const char* op, const at::Tensor& grad_outpu
   check_input_4d(op, "input", input);
   check_input_4d(op, "grad_output", grad_output);
   check_like(op, "grad_output", grad_output, "input", input);
-  TORCH_CHECK(indices.defined() && indices.scalar_type() == at::kLong, op, ": indices must be an int64 tensor, got ",
-              indices.defined() ? c10::toString(indices.scalar_type()) : "None");
-  TORCH_CHECK(indices.device() == input.device(), op, ": indices must be on the same device as input (",
-              input.device(), "), got ", indices.device());
+  check_index_tensor(op, indices, "input", input);
   TORCH_CHECK(indices.sizes() == grad_output.sizes(), op, ": indices must have grad_output's shape (",
               grad_output.sizes(), "), got ", indices.sizes());
   TORCH_CHECK(grad_output.size(0) == input.size(0) && grad_output.size(1) == input.size(1), op,

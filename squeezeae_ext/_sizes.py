@@ -1,4 +1,4 @@
-"""Output-size rules shared by the fake kernels, the functional API and the benchmark (no torch import)."""
+"""Output-size rules shared by the fake kernels and the benchmark (no torch import)."""
 
 
 def pool_output_size(size: int, kernel: int, stride: int, padding: int = 0, dilation: int = 1,

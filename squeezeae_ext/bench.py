@@ -610,11 +610,11 @@ def build_row(torch, op: str, shape: FireShape, batch: int, dtype, device: str, 
     description = {"N": n, "C": c, "S": shape.squeeze, "E1": shape.expand1x1, "E3": shape.expand3x3, "H": h,
                    "W": w}
     dims = (n, c, shape.squeeze, shape.expand1x1, shape.expand3x3)
+    pooling = {"Hp": pooled_h, "Wp": pooled_w, "pool": f"max_pool2d({POOL_KERNEL}, {POOL_STRIDE}, ceil_mode=True)"}
     if op == "max_pool2d":  # the pooling that feeds the unpool ops' rows: the Fire's input, pooled
         for key in ("S", "E1", "E3"):
             description.pop(key)
-        description.update({"Hp": pooled_h, "Wp": pooled_w, "pool": f"max_pool2d({POOL_KERNEL}, "
-                                                                     f"{POOL_STRIDE}, ceil_mode=True)"})
+        description.update(pooling)
         x = _activation(torch, (n, c, h, w), dtype, device, layout, backward)
         args, leaves = [x], [x]
         fused = lambda t: functional.max_pool2d(t, POOL_KERNEL, POOL_STRIDE, ceil_mode=True)  # noqa: E731
@@ -633,8 +633,7 @@ def build_row(torch, op: str, shape: FireShape, batch: int, dtype, device: str, 
         in_shape = [n, c, h, w]
     else:
         pooled, indices = _pooled(torch, shape, n, dtype, device, layout, backward)
-        description.update({"Hp": pooled_h, "Wp": pooled_w, "pool": f"max_pool2d({POOL_KERNEL}, "
-                                                                     f"{POOL_STRIDE}, ceil_mode=True)"})
+        description.update(pooling)
         in_shape = [n, c, pooled_h, pooled_w]
         geometry = (POOL_KERNEL, POOL_STRIDE, 0, (h, w))
         if op == "max_unpool2d":

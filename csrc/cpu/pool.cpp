@@ -169,7 +169,8 @@ SQUEEZEAE_INLINE void pool_rows_planar(const T* in, T* out, int64_t* idx, const 
     if (rows.start >= rows.end) {  // a window of padding only (dilation can skip every input row): ATen's -inf
       for (int64_t ow = 0; ow < OW; ++ow) {
         o[ow] = lowest<T>();
-        if constexpr (kIndices) oi[ow] = rows.start * W + window(ow, d.stride_w, d.pad_w, d.kernel_w, d.dilation_w, W).start;
+        if constexpr (kIndices)
+          oi[ow] = rows.start * W + window(ow, d.stride_w, d.pad_w, d.kernel_w, d.dilation_w, W).start;
       }
       continue;
     }
@@ -208,49 +209,35 @@ SQUEEZEAE_INLINE void pool_planar_dispatch(const T* in, T* out, int64_t* idx, co
     pool_rows_planar<T, kIndices, 0, 0>(in, out, idx, d, oh0, oh1, fold, fold_col);
 }
 
-// float32 builds of the two band kernels, cloned for AVX-512 / AVX2 / baseline (clones.h).
-SQUEEZEAE_CLONES void pool_rows_channels_last_f32(const float* in, float* out, int64_t* idx, const PoolDims& d,
-                                                  int64_t oh0, int64_t oh1) {
-  if (idx != nullptr)
-    pool_rows_channels_last<float, true>(in, out, idx, d, oh0, oh1);
-  else
-    pool_rows_channels_last<float, false>(in, out, idx, d, oh0, oh1);
-}
-
-SQUEEZEAE_CLONES void pool_rows_planar_f32(const float* in, float* out, int64_t* idx, const PoolDims& d, int64_t oh0,
-                                           int64_t oh1, float* fold, int64_t* fold_col) {
-  if (idx != nullptr)
-    pool_planar_dispatch<float, true>(in, out, idx, d, oh0, oh1, fold, fold_col);
-  else
-    pool_planar_dispatch<float, false>(in, out, idx, d, oh0, oh1, fold, fold_col);
-}
-
-// One band, any dtype: float32 takes the clones, the others the baseline build.
+// One band, any dtype, with indices where idx is given.
 template <typename T>
-void pool_band_channels_last(const T* in, T* out, int64_t* idx, const PoolDims& d, int64_t oh0, int64_t oh1) {
+SQUEEZEAE_INLINE void pool_band_channels_last(const T* in, T* out, int64_t* idx, const PoolDims& d, int64_t oh0,
+                                              int64_t oh1) {
   if (idx != nullptr)
     pool_rows_channels_last<T, true>(in, out, idx, d, oh0, oh1);
   else
     pool_rows_channels_last<T, false>(in, out, idx, d, oh0, oh1);
 }
 
-inline void pool_band_channels_last(const float* in, float* out, int64_t* idx, const PoolDims& d, int64_t oh0,
-                                    int64_t oh1) {
-  pool_rows_channels_last_f32(in, out, idx, d, oh0, oh1);
-}
-
 template <typename T>
-void pool_band_planar(const T* in, T* out, int64_t* idx, const PoolDims& d, int64_t oh0, int64_t oh1, T* fold,
-                      int64_t* fold_col) {
+SQUEEZEAE_INLINE void pool_band_planar(const T* in, T* out, int64_t* idx, const PoolDims& d, int64_t oh0,
+                                       int64_t oh1, T* fold, int64_t* fold_col) {
   if (idx != nullptr)
     pool_planar_dispatch<T, true>(in, out, idx, d, oh0, oh1, fold, fold_col);
   else
     pool_planar_dispatch<T, false>(in, out, idx, d, oh0, oh1, fold, fold_col);
 }
 
-inline void pool_band_planar(const float* in, float* out, int64_t* idx, const PoolDims& d, int64_t oh0, int64_t oh1,
-                             float* fold, int64_t* fold_col) {
-  pool_rows_planar_f32(in, out, idx, d, oh0, oh1, fold, fold_col);
+// float32 builds of the two, cloned for AVX-512 / AVX2 / baseline (clones.h); overloads, so that the dtype
+// dispatch below picks them for float32 and the baseline templates for the other dtypes.
+SQUEEZEAE_CLONES void pool_band_channels_last(const float* in, float* out, int64_t* idx, const PoolDims& d,
+                                              int64_t oh0, int64_t oh1) {
+  pool_band_channels_last<float>(in, out, idx, d, oh0, oh1);
+}
+
+SQUEEZEAE_CLONES void pool_band_planar(const float* in, float* out, int64_t* idx, const PoolDims& d, int64_t oh0,
+                                       int64_t oh1, float* fold, int64_t* fold_col) {
+  pool_band_planar<float>(in, out, idx, d, oh0, oh1, fold, fold_col);
 }
 
 // Output rows per work item: enough items for 4 per thread, whole images or planes where there are that many.
